@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JARS := .ketch/jars/manifest.json
+
+.PHONY: install demo test bench clean-data
+
+install: $(STAMP) $(JARS) postgres
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(JARS): $(STAMP) ketch_spark/jars.py
+	$(BIN)/python -m ketch_spark.jars install
+
+# PostgreSQL server binaries (initdb, pg_ctl) from Debian, for the warehouse connector's tests.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { echo "installing PostgreSQL from Debian packages"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || \
+	    { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root"; exit 1; }; }
+
+demo: install
+	$(BIN)/ketch-spark demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m tests.benchmarks
+
+clean-data:
+	rm -rf ketch-data spark-warehouse

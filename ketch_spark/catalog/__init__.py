@@ -1,0 +1,1 @@
+"""The Delta-backed catalog of data assets and their classified columns."""

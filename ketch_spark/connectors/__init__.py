@@ -1,0 +1,1 @@
+"""Connectors: one interface (discover, sample, find, erase), one module per store."""

@@ -1,0 +1,1 @@
+"""Consent: raw signals -> events (sources, tcf) -> per-user state (compact) -> filter."""

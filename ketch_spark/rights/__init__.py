@@ -1,0 +1,1 @@
+"""Data-subject rights: intake, erasure, access export, verification and audit."""

@@ -1,0 +1,124 @@
+"""spark_session(): a Delta-enabled SparkSession, embedded local Spark by default."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+from pyspark.sql import SparkSession
+
+from ketch_spark.config import KetchConfig
+from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
+from ketch_spark.errors import JarsNotInstalledError
+
+__all__ = ["spark_session", "delta_settings", "s3a_settings"]
+
+logger = logging.getLogger(__name__)
+
+_DELTA = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+_LOCAL_DEFAULTS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.driver.memory": "4g",
+}
+_S3A_KEYS = {
+    "endpoint": "fs.s3a.endpoint",
+    "region": "fs.s3a.endpoint.region",
+    "access_key_id": "fs.s3a.access.key",
+    "secret_access_key": "fs.s3a.secret.key",
+    "path_style_access": "fs.s3a.path.style.access",
+    "ssl_enabled": "fs.s3a.connection.ssl.enabled",
+}
+
+
+def delta_settings() -> dict[str, str]:
+    """The two settings that turn on Delta in a SparkSession."""
+    return dict(_DELTA)
+
+
+def s3a_settings(cfg: KetchConfig) -> dict[str, str]:
+    """Spark settings for s3a:// from the config's ``connectors.s3`` section.
+
+    Keys: endpoint, region, access_key_id, secret_access_key, path_style_access,
+    ssl_enabled. Without an endpoint, s3a uses its own defaults (AWS, instance role).
+    """
+    s3 = cfg.section("connectors").get("s3") or {}
+    settings = {
+        f"spark.hadoop.{hadoop_key}": str(s3[key]).lower() if isinstance(s3[key], bool) else str(s3[key])
+        for key, hadoop_key in _S3A_KEYS.items()
+        if s3.get(key) is not None
+    }
+    if s3.get("access_key_id"):
+        settings["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        )
+    if settings:
+        settings.setdefault("spark.hadoop.fs.s3a.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+    return settings
+
+
+def _inside_spark_submit() -> bool:
+    from pyspark import SparkContext
+
+    return "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
+
+
+def _local_jars(cfg: KetchConfig) -> str:
+    jars_dir = default_jars_dir(cfg.jars_dir)
+    paths = installed_jar_paths(jars_dir, ["delta"])
+    for group in JAR_GROUPS:
+        if group == "delta":
+            continue
+        try:
+            paths.extend(installed_jar_paths(jars_dir, [group]))
+        except JarsNotInstalledError:
+            logger.debug("optional jar group %s not installed", group)
+    return ",".join(sorted(set(paths)))
+
+
+def spark_session(
+    cfg: KetchConfig | None = None,
+    app_name: str = "ketch-spark",
+    extra: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """Returns a Delta-enabled SparkSession.
+
+    Outside spark-submit it starts embedded Spark (``local[*]`` unless the config
+    sets ``spark.master``) with the jars installed by ``make install``, offline.
+    Inside spark-submit the cluster's master and ``--packages`` win; only the
+    Delta, s3a and configured settings are added.
+
+    Args:
+        cfg: Configuration; ``None`` loads the default one.
+        app_name: Spark application name.
+        extra: Settings applied last (tests use it for local[2] and the like).
+
+    Raises:
+        JarsNotInstalledError: Embedded mode and the Delta jars are not installed.
+    """
+    from ketch_spark.config import load_config
+
+    cfg = cfg or load_config()
+    settings: dict[str, str] = {}
+    managed = _inside_spark_submit()
+    if not managed:
+        settings.update(_LOCAL_DEFAULTS)
+        settings["spark.master"] = "local[*]"
+        settings["spark.jars"] = _local_jars(cfg)
+    settings.update(_DELTA)
+    settings.update(s3a_settings(cfg))
+    settings.update(cfg.spark)
+    settings.update(extra or {})
+    if managed:
+        settings.pop("spark.master", None)
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    logger.info("spark session ready (master=%s)", spark.sparkContext.master)
+    return spark

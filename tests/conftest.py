@@ -1,0 +1,57 @@
+"""Shared fixtures: one Delta-enabled SparkSession for the whole run, configs under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ketch_spark.config import KetchConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+TEST_SPARK_SETTINGS = {
+    "spark.master": "local[2]",
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "3g",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def base_config() -> KetchConfig:
+    """The repository's conf/ketch.yaml (policy included), before re-rooting."""
+    return load_config(REPO / "conf" / "ketch.yaml")
+
+
+@pytest.fixture(scope="session")
+def spark(base_config: KetchConfig, tmp_path_factory: pytest.TempPathFactory):
+    """The one SparkSession of the test run."""
+    from ketch_spark.session import spark_session
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = spark_session(
+        base_config.with_warehouse(warehouse),
+        app_name="ketch-spark-tests",
+        extra={**TEST_SPARK_SETTINGS, "spark.sql.warehouse.dir": str(warehouse)},
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def cfg(base_config: KetchConfig, tmp_path: Path) -> KetchConfig:
+    """A config whose warehouse is a fresh folder of this test."""
+    return base_config.with_warehouse(tmp_path / "warehouse")
+
+
+@pytest.fixture(scope="session")
+def policy(base_config: KetchConfig):
+    """The repository's policy."""
+    return base_config.policy()

@@ -1,0 +1,46 @@
+"""The session loads the Delta jars from the project folder: write, update, read history."""
+
+from __future__ import annotations
+
+from chispa import assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from ketch_spark.session import delta_settings, s3a_settings
+from ketch_spark.config import config_from_mapping
+
+
+def test_delta_write_update_history(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.createDataFrame([(1, "a"), (2, "b")], "id int, v string").write.format("delta").save(path)
+    DeltaTable.forPath(spark, path).update(F.col("id") == 2, {"v": F.lit("B")})
+
+    history = DeltaTable.forPath(spark, path).history().orderBy("version").select("version", "operation").collect()
+    assert [(r.version, r.operation) for r in history] == [(0, "WRITE"), (1, "UPDATE")]
+    assert_df_equality(
+        spark.read.format("delta").load(path),
+        spark.createDataFrame([(1, "a"), (2, "B")], "id int, v string"),
+        ignore_row_order=True,
+    )
+    old = spark.read.format("delta").option("versionAsOf", 0).load(path)
+    assert sorted(r.v for r in old.collect()) == ["a", "b"]
+
+
+def test_session_is_configured(spark):
+    conf = spark.conf
+    assert conf.get("spark.sql.session.timeZone") == "UTC"
+    assert conf.get("spark.sql.shuffle.partitions") == "2"
+    assert spark.sparkContext.master == "local[2]"
+    for key, value in delta_settings().items():
+        assert conf.get(key) == value
+
+
+def test_s3a_settings_from_connectors_section():
+    cfg = config_from_mapping(
+        {"connectors": {"s3": {"endpoint": "http://127.0.0.1:5000", "path_style_access": True, "access_key_id": "k", "secret_access_key": "s"}}}
+    )
+    settings = s3a_settings(cfg)
+    assert settings["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:5000"
+    assert settings["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert settings["spark.hadoop.fs.s3a.access.key"] == "k"
+    assert s3a_settings(config_from_mapping({})) == {}
