@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python tests/benchmarks/run.py $(BENCH)
 
 clean-data:
 	rm -rf ketch-data spark-warehouse

@@ -27,6 +27,16 @@ __all__ = [
 ]
 
 
+def _powers_of_two() -> Column:
+    """``[1, 2, 4, ..., 2**63]`` as bigints (2**63 wraps to the sign bit): bit masks by offset."""
+    return F.array(*[F.lit((1 << i) - (1 << 64) if i == WORD_BITS - 1 else 1 << i).cast("bigint") for i in range(WORD_BITS)])
+
+
+def _mask(offset: Column) -> Column:
+    """The one-bit mask for a bit offset (0-63) held in a column."""
+    return F.element_at(_powers_of_two(), (offset + 1).cast("int"))
+
+
 def _col(col: Column | str) -> Column:
     return F.col(col) if isinstance(col, str) else col
 
@@ -51,6 +61,11 @@ def has_purpose(bitmap: Column | str, bit: int) -> Column:
     return F.shiftright(word, bit % WORD_BITS).bitwiseAND(F.lit(1).cast("bigint")) == 1
 
 
+def _in_word(word: int):  # noqa: ANN202 - a one-argument lambda for F.filter
+    # Spark reads a lambda's arity: a default argument would make it (element, index).
+    return lambda b: b.isNotNull() & (F.floor(b / WORD_BITS) == word)
+
+
 def pack_bits(bits: Column | str, n_words: int) -> Column:
     """Packs an ``array<int>`` of bit positions into a bitmap of ``n_words`` words.
 
@@ -60,9 +75,9 @@ def pack_bits(bits: Column | str, n_words: int) -> Column:
     bits = _col(bits)
     words = [
         F.aggregate(
-            F.filter(bits, lambda b, w=w: b.isNotNull() & (F.floor(b / WORD_BITS) == w)),
+            F.filter(bits, _in_word(w)),
             F.lit(0).cast("bigint"),
-            lambda acc, b: acc.bitwiseOR(F.shiftleft(F.lit(1).cast("bigint"), (b % WORD_BITS).cast("int"))),
+            lambda acc, b: acc.bitwiseOR(_mask(b % WORD_BITS)),
         )
         for w in range(n_words)
     ]
@@ -77,7 +92,7 @@ def unpack_bits(bitmap: Column | str) -> Column:
         F.transform(
             bitmap,
             lambda word, w: F.transform(
-                F.filter(offsets, lambda i: F.shiftright(F.coalesce(word, F.lit(0).cast("bigint")), i).bitwiseAND(1) == 1),
+                F.filter(offsets, lambda i: F.coalesce(word, F.lit(0).cast("bigint")).bitwiseAND(_mask(i)) != 0),
                 lambda i: w * WORD_BITS + i,
             ),
         )
@@ -100,7 +115,8 @@ def empty_bitmap(n_words: int) -> Column:
 
 def _wordwise(left: Column | str, right: Column | str, n_words: int, op) -> Column:  # noqa: ANN001
     left, right = _col(left), _col(right)
-    return F.array(*[op(_word(left, w), _word(right, w)) for w in range(n_words)])
+    words = F.array(*[op(_word(left, w), _word(right, w)) for w in range(n_words)])
+    return F.when(left.isNull() | right.isNull(), F.lit(None)).otherwise(words)
 
 
 def bitmap_or(left: Column | str, right: Column | str, n_words: int) -> Column:

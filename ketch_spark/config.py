@@ -110,7 +110,8 @@ def _where(source: str | None, key: str) -> str:
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], source: str | None, key: str, expected: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise ConfigError(f"{_where(source, key)}: expected {expected}, found {value!r}")
     return value
 

@@ -1,0 +1,75 @@
+"""Config loading and validation: errors name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ketch_spark.config import KetchConfig, load_config
+from ketch_spark.errors import ConfigError, KetchError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ketch.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_config_loads():
+    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "ketch.yaml")
+    assert Path(cfg.warehouse).is_absolute() and cfg.warehouse.endswith("ketch-data")
+    assert Path(cfg.policy_path).is_file()
+    assert cfg.spark["spark.sql.session.timeZone"] == "UTC"
+    assert cfg.consent.max_future_skew_seconds == 300
+    assert cfg.policy().purpose("analytics").bit == 1
+
+
+def test_relative_policy_is_resolved_against_the_config_folder(tmp_path):
+    (tmp_path / "mine.yaml").write_text("purposes: {a: {bit: 0, legal_basis: consent}}\n")
+    cfg = load_config(_write(tmp_path, "warehouse: s3a://bucket/lake/\npolicy: mine.yaml\nspark: {spark.x: 1, spark.y: true}\n"))
+    assert cfg.policy_path == str(tmp_path / "mine.yaml")
+    assert cfg.warehouse == "s3a://bucket/lake"
+    assert cfg.spark == {"spark.x": "1", "spark.y": "true"}
+    assert cfg.path("consent/state") == "s3a://bucket/lake/consent/state"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("warehouse: [1]\n", "warehouse: expected a path or URI string"),
+        ("wharehouse: x\n", "unknown key(s) wharehouse"),
+        ("consent: {max_future_skew_seconds: -5}\n", "consent.max_future_skew_seconds: expected a positive integer"),
+        ("consent: {skew: 5}\n", "consent: unknown key(s) skew"),
+        ("filter: {broadcast_max_bytes: big}\n", "filter.broadcast_max_bytes: expected a positive integer"),
+        ("spark: {spark.x: {nested: 1}}\n", "spark.spark.x: expected a scalar Spark setting"),
+        ("warehouse: a\nwarehouse: b\n", "duplicate key 'warehouse'"),
+        ("warehouse: [unclosed\n", "invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping at the top level"),
+    ],
+)
+def test_invalid_config_names_file_and_key(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, (KetchError, ValueError))
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KETCH_SPARK_CONF", raising=False)
+    cfg = load_config()
+    assert cfg.warehouse == str(tmp_path / "ketch-data")
+    assert isinstance(cfg, KetchConfig)
+
+
+def test_unknown_free_section_is_refused():
+    with pytest.raises(ConfigError, match="unknown config section"):
+        KetchConfig().section("nope")
