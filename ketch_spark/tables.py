@@ -78,7 +78,7 @@ TABLES: Mapping[str, TableSpec] = {
                 ("event_date", T.DateType(), False),
             ),
             partition_by=("event_date",),
-            properties={"delta.appendOnly": "true"},
+            properties={"delta.appendOnly": "true", "delta.enableChangeDataFeed": "true"},
             created_by="ketch-spark consent ingest",
         ),
         TableSpec(
@@ -122,6 +122,7 @@ TABLES: Mapping[str, TableSpec] = {
                 ("size_bytes", T.LongType(), True),
                 ("row_estimate", T.LongType(), True),
                 ("fingerprint", T.StringType(), True),
+                ("properties", T.MapType(T.StringType(), T.StringType()), True),
                 ("status", T.StringType(), False),
                 ("error", T.StringType(), True),
                 ("first_seen_at", T.TimestampType(), True),

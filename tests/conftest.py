@@ -10,6 +10,8 @@ from ketch_spark.config import KetchConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["services"]
+
 TEST_SPARK_SETTINGS = {
     "spark.master": "local[2]",
     "spark.sql.shuffle.partitions": "2",

@@ -1,1 +1,25 @@
 """The Delta-backed catalog of data assets and their classified columns."""
+
+from __future__ import annotations
+
+from ketch_spark.catalog.catalog import AssetCatalog, ScanResult, asset_from_row
+from ketch_spark.catalog.classify import (
+    CATEGORIES,
+    IDENTITY_TYPES,
+    ClassifierSettings,
+    ColumnClass,
+    classify_column,
+    classify_sample,
+)
+
+__all__ = [
+    "AssetCatalog",
+    "ScanResult",
+    "asset_from_row",
+    "CATEGORIES",
+    "IDENTITY_TYPES",
+    "ClassifierSettings",
+    "ColumnClass",
+    "classify_column",
+    "classify_sample",
+]

@@ -1,0 +1,335 @@
+"""AssetCatalog: what data assets exist, where, and which of their columns are personal.
+
+The catalog lives in two registered Delta tables, ``catalog_assets`` (one row per
+asset) and ``catalog_columns`` (one row per asset column, nested columns named by
+dot path). A scan:
+
+* discovers the assets under each URI through its connector (listings, Delta
+  versions, table statistics only);
+* samples and classifies only assets that are new, changed (another fingerprint)
+  or failed last time; an unchanged asset is not read again;
+* marks assets previously seen under a scanned URI and not found any more as
+  ``gone`` (never deletes them);
+* records a failure on the asset (status ``error``) and goes on with the rest;
+* MERGEs everything keyed by ``asset_id`` and ``(asset_id, column)``, so running
+  it twice changes nothing but scan times.
+
+Secrets from the connectors config never reach the tables, the summary or the logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ketch_spark.catalog.classify import ClassifierSettings, ColumnClass, classify_sample
+from ketch_spark.config import KetchConfig
+from ketch_spark.connectors import (
+    Asset,
+    Connector,
+    connector_for,
+    describe_error,
+    redact,
+    secret_values,
+    system_of_uri,
+)
+from ketch_spark.errors import KetchError
+from ketch_spark.tables import ensure_table, read_table, table_spec
+
+__all__ = ["AssetCatalog", "ScanResult", "asset_from_row"]
+
+logger = logging.getLogger(__name__)
+
+_ASSETS = "catalog_assets"
+_COLUMNS = "catalog_columns"
+_OK, _ERROR, _GONE = "ok", "error", "gone"
+
+
+@dataclass
+class ScanResult:
+    """What one scan did.
+
+    Attributes:
+        uris: The scanned URIs (credentials removed).
+        discovered: Assets found (including those that failed to read).
+        sampled: Assets sampled and classified (new, changed or failed before).
+        unchanged: Assets whose fingerprint did not change (not read again).
+        gone: Assets seen before under a scanned URI and not found any more.
+        errors: Assets or URIs that failed; each is in ``error_assets``.
+        personal_columns: Personal columns found in the sampled assets.
+        error_assets: ``{"location", "error"}`` per failure (redacted).
+        seconds: Wall time of the scan.
+    """
+
+    uris: list[str] = field(default_factory=list)
+    discovered: int = 0
+    sampled: int = 0
+    unchanged: int = 0
+    gone: int = 0
+    errors: int = 0
+    personal_columns: int = 0
+    error_assets: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able one-line summary."""
+        return {
+            "uris": list(self.uris),
+            "discovered": self.discovered,
+            "sampled": self.sampled,
+            "unchanged": self.unchanged,
+            "gone": self.gone,
+            "errors": self.errors,
+            "personal_columns": self.personal_columns,
+            "error_assets": [dict(e) for e in self.error_assets],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _asset_key_condition() -> str:
+    return "t.asset_id = s.asset_id"
+
+
+def _column_key_condition() -> str:
+    return "t.asset_id = s.asset_id AND t.`column` = s.`column`"
+
+
+def asset_from_row(row: Any) -> Asset:
+    """Rebuilds a connector :class:`Asset` from a ``catalog_assets`` row (for readers such as the rights engine)."""
+    record = row.asDict() if hasattr(row, "asDict") else dict(row)
+    schema_json = record.get("schema_json")
+    return Asset(
+        system=record["system"],
+        location=record["location"],
+        name=record.get("name") or record["location"],
+        format=record.get("format"),
+        schema=T.StructType.fromJson(json.loads(schema_json)) if schema_json else None,
+        partition_columns=tuple(record.get("partition_columns") or ()),
+        size_bytes=record.get("size_bytes"),
+        row_estimate=record.get("row_estimate"),
+        fingerprint=record.get("fingerprint"),
+        properties=dict(record.get("properties") or {}),
+        error=record.get("error"),
+    )
+
+
+class AssetCatalog:
+    """The Delta-backed catalog of data assets and their classified columns.
+
+    Args:
+        spark: SparkSession.
+        cfg: Configuration (warehouse, ``connectors`` and ``catalog`` sections).
+        settings: Classifier settings; read from ``cfg.section("catalog")`` when ``None``.
+
+    Example:
+        >>> catalog = AssetCatalog(spark, cfg)
+        >>> catalog.scan("s3a://lake/raw", "jdbc:postgresql://db:5432/warehouse").summary()
+        >>> catalog.search(identity_type="email").show()
+    """
+
+    def __init__(self, spark: SparkSession, cfg: KetchConfig, settings: ClassifierSettings | None = None) -> None:
+        self.spark = spark
+        self.cfg = cfg
+        self.settings = settings or ClassifierSettings.from_config(cfg)
+        self._secrets = secret_values(cfg)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _ensure_tables(self) -> None:
+        ensure_table(self.spark, self.cfg, _ASSETS)
+        ensure_table(self.spark, self.cfg, _COLUMNS)
+
+    def assets(self) -> DataFrame:
+        """Every asset ever seen (``status``: ok, error or gone)."""
+        self._ensure_tables()
+        return read_table(self.spark, self.cfg, _ASSETS)
+
+    def columns(self) -> DataFrame:
+        """Every column of every sampled asset, with its classification."""
+        self._ensure_tables()
+        return read_table(self.spark, self.cfg, _COLUMNS)
+
+    def search(self, category: str | None = None, identity_type: str | None = None,
+               system: str | None = None) -> DataFrame:
+        """Personal columns of assets not gone, with their asset's system, location, name and format.
+
+        Args:
+            category: Keep this category only.
+            identity_type: Keep columns that give this DSR identity type only.
+            system: Keep assets of this system only (file, s3, postgres, dynamodb).
+        """
+        assets_df = self.assets().where(F.col("status") != _GONE).select(
+            "asset_id", "system", "location", "name", "format", F.col("status").alias("asset_status")
+        )
+        found_df = self.columns().where(F.col("category").isNotNull()).join(assets_df, "asset_id")
+        if category is not None:
+            found_df = found_df.where(F.col("category") == category)
+        if identity_type is not None:
+            found_df = found_df.where(F.col("identity_type") == identity_type)
+        if system is not None:
+            found_df = found_df.where(F.col("system") == system)
+        return found_df.select("asset_id", "system", "location", "name", "format", "column", "data_type",
+                               "category", "identity_type", "confidence", "method", "asset_status")
+
+    def load_assets(self, status: str = _OK) -> list[Asset]:
+        """Assets with ``status`` as connector :class:`Asset` objects."""
+        return [asset_from_row(r) for r in self.assets().where(F.col("status") == status).collect()]
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def scan(self, *uris: str) -> ScanResult:
+        """Discovers, samples and classifies the assets under ``uris``.
+
+        Args:
+            uris: ``file://`` paths or local paths, ``s3a://bucket/prefix``,
+                ``jdbc:postgresql://host:port/db[/schema[.table]]``, ``dynamodb://[region[/prefix]]``.
+
+        Returns:
+            The counts of the scan; failures are in it and on the assets, not raised.
+
+        Raises:
+            ConfigError: A URI has no connector, or the config is invalid.
+        """
+        started = time.perf_counter()
+        connectors = [(uri, connector_for(uri, self.spark, self.cfg)) for uri in uris]
+        self._ensure_tables()
+        previous = {r["asset_id"]: r.asDict() for r in read_table(self.spark, self.cfg, _ASSETS).collect()}
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        result = ScanResult(uris=[redact(u, self._secrets) for u in uris])
+        rows: dict[str, dict[str, Any]] = {}
+        classified: dict[str, list[ColumnClass]] = {}
+        for uri, connector in connectors:
+            self._scan_uri(uri, connector, previous, now, rows, classified, result)
+        self._write(rows, classified, now)
+        result.seconds = time.perf_counter() - started
+        logger.info("catalog scan: %s", json.dumps(result.summary()))
+        return result
+
+    def _scan_uri(self, uri: str, connector: Connector, previous: dict[str, dict], now: dt.datetime,
+                  rows: dict[str, dict], classified: dict[str, list[ColumnClass]], result: ScanResult) -> None:
+        try:
+            assets = connector.discover(uri)
+        except KetchError as exc:
+            assets = [self._uri_error_asset(uri, connector, str(exc))]
+        except Exception as exc:  # noqa: BLE001 - any store failure is recorded, the scan goes on
+            assets = [self._uri_error_asset(uri, connector, describe_error(exc, self._secrets))]
+        else:
+            result.discovered += len(assets)
+        found = {a.asset_id for a in assets}
+        for asset in assets:
+            if asset.asset_id in rows:
+                continue
+            rows[asset.asset_id] = self._scan_asset(asset, connector, previous.get(asset.asset_id), now, classified,
+                                                    result)
+        for asset_id, prev in previous.items():
+            if asset_id in found or asset_id in rows or prev["status"] == _GONE:
+                continue
+            if prev["system"] == system_of_uri(uri) and connector.covers(uri, prev["location"]):
+                rows[asset_id] = {**prev, "status": _GONE, "scanned_at": now}
+                result.gone += 1
+
+    def _uri_error_asset(self, uri: str, connector: Connector, message: str) -> Asset:
+        location = connector.location_prefix(uri)
+        return Asset(system_of_uri(uri), location, redact(uri, self._secrets), None,
+                     error=redact(message, self._secrets))
+
+    def _scan_asset(self, asset: Asset, connector: Connector, prev: dict | None, now: dt.datetime,
+                    classified: dict[str, list[ColumnClass]], result: ScanResult) -> dict[str, Any]:
+        if asset.error is not None:
+            return self._error_row(asset, prev, now, asset.error, result)
+        if prev is not None and prev["status"] == _OK and asset.fingerprint and prev["fingerprint"] == asset.fingerprint:
+            result.unchanged += 1
+            return {**prev, "scanned_at": now}
+        try:
+            described = connector.describe(asset)
+            sample_df = connector.sample(described, self.settings.sample_rows)
+            classes = classify_sample(sample_df, self.settings, described.location, described.name, described.asset_id)
+            schema = described.schema if described.schema is not None else sample_df.schema
+        except Exception as exc:  # noqa: BLE001 - corrupt files, access denied, mixed shapes...
+            return self._error_row(asset, prev, now, describe_error(exc, self._secrets), result)
+        classified[asset.asset_id] = classes
+        result.sampled += 1
+        result.personal_columns += sum(1 for c in classes if c.category)
+        return self._asset_row(described, schema.json(), _OK, None, prev, now)
+
+    def _error_row(self, asset: Asset, prev: dict | None, now: dt.datetime, message: str,
+                   result: ScanResult) -> dict[str, Any]:
+        message = redact(message, self._secrets)
+        result.errors += 1
+        result.error_assets.append({"location": redact(asset.location, self._secrets), "error": message})
+        logger.warning("catalog: %s failed: %s", redact(asset.location, self._secrets), message)
+        row = self._asset_row(asset, asset.schema_json, _ERROR, message, prev, now)
+        if prev is not None:
+            for key in ("schema_json", "size_bytes", "row_estimate", "format", "partition_columns"):
+                if row[key] in (None, []) and prev.get(key) is not None:
+                    row[key] = prev[key]
+        return row
+
+    def _asset_row(self, asset: Asset, schema_json: str | None, status: str, error: str | None, prev: dict | None,
+                   now: dt.datetime) -> dict[str, Any]:
+        return {
+            "asset_id": asset.asset_id,
+            "system": asset.system,
+            "location": redact(asset.location, self._secrets),
+            "name": redact(asset.name, self._secrets),
+            "format": asset.format,
+            "schema_json": schema_json,
+            "partition_columns": list(asset.partition_columns),
+            "size_bytes": asset.size_bytes,
+            "row_estimate": asset.row_estimate,
+            "fingerprint": asset.fingerprint,
+            "properties": {k: redact(str(v), self._secrets) for k, v in asset.properties.items()},
+            "status": status,
+            "error": error,
+            "first_seen_at": (prev or {}).get("first_seen_at") or now,
+            "scanned_at": now,
+        }
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, rows: dict[str, dict[str, Any]], classified: dict[str, list[ColumnClass]],
+               now: dt.datetime) -> None:
+        from ketch_spark.tables import delta_table
+
+        if rows:
+            schema = table_spec(_ASSETS).schema
+            source_df = self.spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows.values()],
+                                                   schema)
+            (
+                delta_table(self.spark, self.cfg, _ASSETS).alias("t")
+                .merge(source_df.alias("s"), _asset_key_condition())
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        if classified:
+            self._write_columns(classified, now)
+
+    def _write_columns(self, classified: dict[str, list[ColumnClass]], now: dt.datetime) -> None:
+        from ketch_spark.tables import delta_table
+
+        schema = table_spec(_COLUMNS).schema
+        records = {
+            (asset_id, c.column): (asset_id, c.column, c.data_type, c.category, c.identity_type, float(c.confidence),
+                                   c.method, now)
+            for asset_id, classes in classified.items()
+            for c in classes
+        }
+        source_df = self.spark.createDataFrame(list(records.values()), schema)
+        sampled_ids = ", ".join(f"'{asset_id}'" for asset_id in sorted(classified))
+        (
+            delta_table(self.spark, self.cfg, _COLUMNS).alias("t")
+            .merge(source_df.alias("s"), _column_key_condition())
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete(condition=f"t.asset_id IN ({sampled_ids})")
+            .execute()
+        )

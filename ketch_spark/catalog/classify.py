@@ -1,0 +1,708 @@
+"""Classification of columns as personal data, on a bounded sample.
+
+Every leaf of a sample (struct fields, map keys, elements of arrays of structs,
+and JSON documents held in string columns) is named by its dot path
+(``user.contact.email``) and classified from its name and its values:
+
+* the name is split into tokens (``emailAddress`` -> ``email``, ``address``) and
+  matched against each category's vocabulary, with vocabularies that argue
+  against a category (an ``order_number`` is not a phone, an ``app_version`` not
+  an IP address);
+* the values are checked by detectors (email syntax, E.164 and national phone
+  formats, IPv4/IPv6, Luhn-checked card numbers, hex digests, dates...), giving the
+  share of sampled values that fit.
+
+The confidence combines both; the best category above ``min_confidence`` wins.
+Overrides from ``cfg.section("catalog")["overrides"]`` always win::
+
+    catalog:
+      sample_rows: 200
+      min_confidence: 0.5
+      overrides:
+        - {asset: "*/crm/*", column: notes.contact, category: email}
+        - {asset: "public.orders", column: order_phone, exclude: true}
+
+Only the sample is read: the cost does not depend on the size of the asset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from ketch_spark.config import KetchConfig
+from ketch_spark.errors import ConfigError
+
+__all__ = [
+    "CATEGORIES",
+    "IDENTITY_TYPES",
+    "ColumnClass",
+    "Override",
+    "ClassifierSettings",
+    "identity_type_of",
+    "name_tokens",
+    "leaf_values",
+    "classify_column",
+    "classify_rows",
+    "classify_sample",
+    "apply_overrides",
+    "luhn_valid",
+]
+
+#: Every category the classifier can assign.
+CATEGORIES = (
+    "email",
+    "email_sha256",
+    "email_md5",
+    "phone",
+    "ip_address",
+    "user_id",
+    "device_id",
+    "person_name",
+    "postal_address",
+    "date_of_birth",
+    "credit_card",
+    "gender",
+    "age_range",
+    "income_band",
+)
+#: Category -> identity type usable to find a data subject (DSR identities).
+IDENTITY_TYPES: Mapping[str, str] = {
+    "email": "email",
+    "email_sha256": "email_sha256",
+    "user_id": "user_id",
+    "device_id": "device_id",
+    "phone": "phone",
+}
+_MAX_VALUES_PER_COLUMN = 1000
+_MIN_VALUES_TO_CONTRADICT = 3
+
+
+def identity_type_of(category: str | None) -> str | None:
+    """The DSR identity type a category provides (``None`` when it is not an identity)."""
+    return IDENTITY_TYPES.get(category or "")
+
+
+@dataclass(frozen=True)
+class ColumnClass:
+    """Classification of one (possibly nested) column.
+
+    Attributes:
+        column: Dot path of the column (``user.contact.email``).
+        data_type: Spark type (``string``), or ``json:<type>`` inside a JSON string.
+        category: One of :data:`CATEGORIES`, or ``None`` when not personal.
+        identity_type: The identity type the category provides, if any.
+        confidence: 0..1.
+        method: ``name``, ``value``, ``name+value`` or ``override``; ``None`` if unclassified.
+    """
+
+    column: str
+    data_type: str
+    category: str | None
+    identity_type: str | None
+    confidence: float
+    method: str | None
+
+
+@dataclass(frozen=True)
+class Override:
+    """A configured classification that wins over detection.
+
+    Attributes:
+        asset: Glob matched against an asset's location, name or id.
+        column: Glob matched against column paths.
+        category: Category to assign (ignored when ``exclude``).
+        exclude: Declare the column not personal.
+    """
+
+    asset: str
+    column: str
+    category: str | None = None
+    exclude: bool = False
+
+    def matches_asset(self, location: str, name: str | None, asset_id: str | None = None) -> bool:
+        """Whether this override applies to the asset."""
+        candidates = [c for c in (location, name, asset_id) if c]
+        return any(fnmatch.fnmatchcase(c, self.asset) for c in candidates)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Sampling and decision settings of the classifier.
+
+    Attributes:
+        sample_rows: Rows read per asset.
+        min_confidence: Lowest confidence that assigns a category.
+        overrides: Configured classifications.
+    """
+
+    sample_rows: int = 200
+    min_confidence: float = 0.5
+    overrides: tuple[Override, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_config(cls, cfg: KetchConfig) -> ClassifierSettings:
+        """Reads ``cfg.section("catalog")``.
+
+        Raises:
+            ConfigError: An override is malformed or names an unknown category.
+        """
+        section = cfg.section("catalog")
+        sample_rows = section.get("sample_rows", 200)
+        if not isinstance(sample_rows, int) or isinstance(sample_rows, bool) or sample_rows <= 0:
+            raise ConfigError(f"catalog.sample_rows: expected a positive integer, found {sample_rows!r}")
+        min_confidence = section.get("min_confidence", 0.5)
+        if not isinstance(min_confidence, (int, float)) or not 0 <= float(min_confidence) <= 1:
+            raise ConfigError(f"catalog.min_confidence: expected a number in [0, 1], found {min_confidence!r}")
+        return cls(sample_rows, float(min_confidence), tuple(_override(o) for o in section.get("overrides") or []))
+
+
+def _override(raw: Any) -> Override:
+    if not isinstance(raw, Mapping) or "column" not in raw:
+        raise ConfigError(f"catalog.overrides: each entry needs 'column' (and 'asset'), found {raw!r}")
+    exclude = bool(raw.get("exclude", False))
+    category = raw.get("category")
+    if not exclude and category not in CATEGORIES:
+        raise ConfigError(
+            f"catalog.overrides: category must be one of {', '.join(CATEGORIES)} (or exclude: true), found {category!r}"
+        )
+    return Override(asset=str(raw.get("asset", "*")), column=str(raw["column"]), category=category, exclude=exclude)
+
+
+# -- names ----------------------------------------------------------------------------
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_COMPOUNDS = {
+    "emailaddress": ("email", "address"),
+    "firstname": ("first", "name"),
+    "lastname": ("last", "name"),
+    "fullname": ("full", "name"),
+    "givenname": ("given", "name"),
+    "familyname": ("family", "name"),
+    "phonenumber": ("phone", "number"),
+    "userid": ("user", "id"),
+    "customerid": ("customer", "id"),
+    "deviceid": ("device", "id"),
+    "ipaddress": ("ip", "address"),
+    "dateofbirth": ("date", "of", "birth"),
+    "birthdate": ("birth", "date"),
+    "zipcode": ("zip", "code"),
+    "postcode": ("post", "code"),
+    "postalcode": ("postal", "code"),
+    "creditcard": ("credit", "card"),
+    "cardnumber": ("card", "number"),
+    "agerange": ("age", "range"),
+    "agegroup": ("age", "group"),
+    "hashedemail": ("hashed", "email"),
+    "emailhash": ("email", "hash"),
+}
+
+
+def name_tokens(name: str) -> tuple[str, ...]:
+    """Lower-case tokens of a column name: ``billingAddress_line1`` -> (billing, address, line, 1)."""
+    spaced = _CAMEL.sub("_", name)
+    tokens: list[str] = []
+    for raw in re.split(r"[^A-Za-z0-9]+", spaced):
+        token = raw.lower()
+        if not token:
+            continue
+        token_parts = re.findall(r"[a-z]+|\d+", token)
+        for part in token_parts:
+            tokens.extend(_COMPOUNDS.get(part, (part,)))
+    return tuple(tokens)
+
+
+_EMAIL_WORDS = {"email", "mail", "emails"}
+_HASH_WORDS = {"sha256", "sha", "hash", "hashed", "md5", "digest", "hem"}
+_PHONE_WORDS = {"phone", "mobile", "tel", "telephone", "msisdn", "cell", "cellphone", "fax", "phones"}
+_IP_WORDS = {"ip", "ipv4", "ipv6", "ips"}
+_USER_SUBJECTS = {"user", "customer", "member", "account", "subscriber", "person", "profile", "player", "visitor",
+                  "patient", "shopper", "buyer", "contact", "external", "crm"}
+_ID_WORDS = {"id", "uid", "guid", "uuid", "key", "ref", "number", "no", "identifier"}
+_USER_NAMES = {"uid", "userid", "username", "login", "customer", "user"}
+_DEVICE_WORDS = {"device", "idfa", "gaid", "aaid", "adid", "idfv", "maid", "android", "advertising", "cookie", "udid"}
+_DEVICE_STRONG = {"idfa", "gaid", "aaid", "adid", "idfv", "maid", "udid"}
+_NAME_QUALIFIERS = {"first", "last", "full", "given", "family", "middle", "maiden", "sur", "display", "legal",
+                    "contact", "customer", "holder", "recipient", "person", "real"}
+_NAME_WORDS = {"surname", "forename", "firstname", "lastname", "fullname"}
+_NOT_PERSON_NAME = {"file", "product", "company", "host", "hostname", "table", "column", "brand", "item", "campaign",
+                    "app", "event", "domain", "field", "category", "city", "country", "street", "store", "shop",
+                    "merchant", "page", "bucket", "key", "type", "class", "queue", "topic", "device", "browser"}
+_PERSON_CONTEXT = {"user", "customer", "contact", "person", "member", "owner", "recipient", "billing", "shipping",
+                   "profile", "patient", "subscriber", "buyer", "holder", "author", "sender", "employee"}
+_ADDRESS_WORDS = {"address", "street", "addr", "addressline", "residence"}
+_POSTCODE_WORDS = {"zip", "postcode", "postal", "zipcode"}
+_NOT_ADDRESS = {"email", "mail", "ip", "mac", "wallet", "web", "url", "remote", "server", "memory", "host", "bitcoin"}
+_DOB_WORDS = {"dob", "birth", "birthday", "birthdate", "born"}
+_CARD_WORDS = {"card", "cc", "pan", "ccnum", "cardnumber", "creditcard"}
+_GENDER_WORDS = {"gender", "sex"}
+_AGE_WORDS = {"age", "ageband", "agerange", "agegroup"}
+_INCOME_WORDS = {"income", "salary", "earnings", "hhi", "wage", "wages", "revenue_band"}
+#: Names that argue against value-only detection of phones, IPs and cards.
+_NOT_CONTACT = {"order", "invoice", "sku", "tracking", "transaction", "txn", "shipment", "ticket", "serial", "batch",
+                "product", "version", "ver", "build", "isbn", "ean", "upc", "barcode", "item", "parcel", "reference",
+                "ref", "confirmation", "booking", "receipt", "account", "routing", "iban", "case", "session",
+                "request", "trace", "event", "checksum", "sequence", "seq", "build"}
+
+
+@dataclass(frozen=True)
+class _Name:
+    tokens: frozenset[str]
+    parent: frozenset[str]
+    leaf: str
+
+    @classmethod
+    def of(cls, path: str) -> _Name:
+        parts = path.split(".")
+        parent = frozenset(t for part in parts[:-1] for t in name_tokens(part))
+        return cls(frozenset(name_tokens(parts[-1])), parent, parts[-1].lower())
+
+    def has(self, words: set[str]) -> bool:
+        return bool(self.tokens & words)
+
+
+# -- value detectors --------------------------------------------------------------------
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+_E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+_PHONE_FORMATTED = re.compile(r"^(\+\d{1,3}[\s.\-]?)?(\(\d{1,4}\)|\d{1,4})([\s.\-]\d{2,4}){1,4}$")
+_PHONE_NATIONAL_DIGITS = re.compile(r"^0\d{8,11}$")
+_DIGITS = re.compile(r"^\d{7,15}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_ID_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+_PERSON_NAME = re.compile(r"^[A-Z][a-zà-ÿ'\-]+(?: (?:[A-Z][a-zà-ÿ'\-]+|[A-Z]\.|van|de|von|der|da|di|le|la))*$")
+_STREET = re.compile(
+    r"^\d+[A-Za-z]?,? [A-Za-zÀ-ÿ0-9 .'\-]+ (street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|way|court|ct|"
+    r"place|pl|terrace|close|square|sq|parkway|pkwy|highway|hwy|crescent|row)\b\.?",
+    re.IGNORECASE,
+)
+_STREET_EU = re.compile(r"^[A-Za-zÀ-ÿ .'\-]+(straße|strasse|weg|gasse|platz|allee|laan|straat|rue|via|calle)\b", re.I)
+_POSTCODE = re.compile(r"^(\d{5}(-\d{4})?|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|\d{4} ?[A-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d)$",
+                       re.IGNORECASE)
+_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d")
+_GENDERS = {"m", "f", "male", "female", "man", "woman", "non-binary", "nonbinary", "non_binary", "other", "x", "u",
+            "unknown", "undisclosed", "prefer not to say", "diverse", "nb"}
+_GENDER_WORDS_ONLY = {"male", "female", "man", "woman", "non-binary", "nonbinary", "diverse"}
+_AGE_RANGE = re.compile(r"^(\d{1,3}\s?(-|–|to)\s?\d{1,3}|\d{1,3}\+|<\s?\d{1,3}|under \d{1,3}|over \d{1,3})$", re.I)
+_INCOME_BAND = re.compile(
+    r"^(<|>|under |over )?\s?[$€£]?\d{1,3}([,.]?\d{3})*\s?[kK]?\s?((-|–|to)\s?[$€£]?\d{1,3}([,.]?\d{3})*\s?[kK]?|\+)?$"
+)
+_INCOME_HINT = re.compile(r"[kK$€£+<>]|\d{2,3},\d{3}")
+_FIRST_NAMES = frozenset(
+    "james mary john patricia robert jennifer michael linda william elizabeth david barbara richard susan joseph "
+    "jessica thomas sarah charles karen daniel nancy matthew lisa anthony betty mark margaret paul sandra steven "
+    "ashley andrew emily joshua donna kevin michelle brian carol george amanda edward melissa ronald deborah "
+    "anna emma olivia sophia mia lucas noah liam leon paul marie lea laura julia hannah lena sophie jan lukas "
+    "pierre jean louis camille chloe manon hugo arthur jules giulia marco luca sofia alessandro carlos maria jose "
+    "juan ana lucia pedro miguel ahmed fatima mohammed ali yuki hiro chen wei li priya raj amit anita".split()
+)
+
+
+def _is_email(v: str) -> bool:
+    return bool(_EMAIL.match(v))
+
+
+def _strip_phone(v: str) -> str:
+    return re.sub(r"[\s.\-()]", "", v)
+
+
+def _is_phone_formatted(v: str) -> bool:
+    compact = _strip_phone(v)
+    if not re.fullmatch(r"\+?\d{7,15}", compact):
+        return False
+    if _E164.match(compact) and v.lstrip().startswith("+"):
+        return True
+    if _PHONE_FORMATTED.match(v) and 9 <= len(compact.lstrip("+")) <= 13:
+        return True
+    return bool(_PHONE_NATIONAL_DIGITS.match(v))
+
+
+def _is_phone_loose(v: str) -> bool:
+    return _is_phone_formatted(v) or bool(_DIGITS.match(_strip_phone(v)))
+
+
+def _is_ip(v: str) -> bool:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
+def luhn_valid(number: str) -> bool:
+    """Whether a digit string passes the Luhn check."""
+    if not number.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = int(char)
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def _is_card(v: str) -> bool:
+    digits = re.sub(r"[\s\-]", "", v)
+    if not digits.isdigit() or not 13 <= len(digits) <= 19:
+        return False
+    known_prefix = digits[0] == "4" or digits[:2] in {"34", "37", "51", "52", "53", "54", "55", "36", "38", "65", "35"} \
+        or digits[:4] == "6011" or 2221 <= int(digits[:4]) <= 2720
+    return known_prefix and luhn_valid(digits)
+
+
+def _as_date(v: Any) -> dt.date | None:
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    text = str(v).strip()[:10]
+    for fmt in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _is_birth_date(v: Any) -> bool:
+    date = _as_date(v)
+    today = dt.date.today()
+    return date is not None and 1900 <= date.year <= today.year - 5
+
+
+def _is_person_name(v: str) -> bool:
+    return bool(_PERSON_NAME.match(v)) and len(v) <= 60
+
+
+def _starts_with_first_name(v: str) -> bool:
+    first = v.split(" ", 1)[0].lower()
+    return first in _FIRST_NAMES
+
+
+def _is_address(v: str) -> bool:
+    return bool(_STREET.match(v) or _STREET_EU.match(v))
+
+
+def _is_age(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return 0 <= v <= 120
+    text = str(v).strip()
+    return bool(_AGE_RANGE.match(text)) or (text.isdigit() and 0 <= int(text) <= 120)
+
+
+def _is_income(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return 0 <= v <= 100_000_000
+    return bool(_INCOME_BAND.match(str(v).strip()))
+
+
+def _fraction(values: list[Any], check) -> float:
+    if not values:
+        return 0.0
+    return sum(1 for v in values if check(v)) / len(values)
+
+
+# -- decision --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    category: str
+    confidence: float
+    method: str
+
+
+def _combine(category: str, name_strength: float, value_share: float | None, values: int,
+             value_only_ok: bool = True) -> _Candidate | None:
+    """Confidence of ``category`` from the name strength (0..1) and the share of fitting values."""
+    if value_share is not None and values > 0:
+        if value_share >= 0.8 and (name_strength > 0 or value_only_ok):
+            bonus = 0.05 if name_strength > 0 else 0.0
+            method = "name+value" if name_strength > 0 else "value"
+            return _Candidate(category, round(min(1.0, 0.75 + 0.2 * value_share + bonus), 3), method)
+        if name_strength > 0 and value_share >= 0.4:
+            return _Candidate(category, round(0.55 + 0.35 * value_share, 3), "name+value")
+        if name_strength > 0 and values < _MIN_VALUES_TO_CONTRADICT and value_share > 0:
+            return _Candidate(category, round(name_strength * 0.8, 3), "name")
+        return None
+    if name_strength > 0:
+        return _Candidate(category, round(name_strength, 3), "name")
+    return None
+
+
+def _strings(values: list[Any]) -> list[str]:
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
+def _candidates(path: str, values: list[Any]) -> list[_Candidate]:
+    name = _Name.of(path)
+    strings = _strings(values)
+    scalars = [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
+    n_str, n_all = len(strings), len(scalars)
+    share = (lambda check: _fraction(strings, check) if n_str else None)  # noqa: E731
+    share_all = (lambda check: _fraction(scalars, check) if n_all else None)  # noqa: E731
+    contact_ok = not name.has(_NOT_CONTACT)
+    numeric = n_all > 0 and n_str == 0
+    out: list[_Candidate | None] = []
+
+    email_name = name.has(_EMAIL_WORDS)
+    hash_name = name.has(_HASH_WORDS)
+    out.append(_combine("email", 0.7 if email_name and not hash_name and not numeric else 0.0,
+                        share(_is_email) if not numeric else 0.0, n_all))
+    if email_name or "hem" in name.tokens:
+        hex64, hex32 = share(lambda v: bool(_HEX64.match(v))), share(lambda v: bool(_HEX32.match(v)))
+        strength = 0.6 if hash_name and ("sha256" in name.tokens or "sha" in name.tokens or "hash" in name.tokens) else 0.0
+        out.append(_combine("email_sha256", strength if "md5" not in name.tokens else 0.0, hex64, n_all))
+        out.append(_combine("email_md5", 0.6 if "md5" in name.tokens else 0.0, hex32, n_all))
+    phone_name = name.has(_PHONE_WORDS)
+    out.append(_combine("phone", 0.7 if phone_name else 0.0,
+                        share(_is_phone_loose if phone_name else _is_phone_formatted), n_all, value_only_ok=contact_ok))
+    ip_name = name.has(_IP_WORDS) or {"remote", "addr"} <= name.tokens
+    out.append(_combine("ip_address", 0.7 if ip_name else 0.0, share(_is_ip), n_all,
+                        value_only_ok=contact_ok or ip_name))
+    card_name = name.has(_CARD_WORDS) and not name.has({"type", "brand", "expiry", "exp", "cvv", "holder", "last4"})
+    card_values = [str(v) for v in scalars if isinstance(v, (str, int)) and not isinstance(v, bool)]
+    out.append(_combine("credit_card", 0.6 if card_name else 0.0,
+                        _fraction(card_values, _is_card) if card_values else None, len(card_values)))
+    out.extend(_identifier_candidates(name, strings, scalars))
+    out.append(_person_name_candidate(name, strings))
+    out.append(_address_candidate(name, strings))
+    dob_name = name.has(_DOB_WORDS)
+    if dob_name:
+        out.append(_combine("date_of_birth", 0.7, share_all(_is_birth_date), n_all))
+    out.append(_gender_candidate(name, strings, scalars))
+    age_name = name.has(_AGE_WORDS)
+    age_values = share(lambda v: bool(_AGE_RANGE.match(v)))
+    out.append(_combine("age_range", 0.7 if age_name else 0.0,
+                        share_all(_is_age) if age_name else age_values, n_all, value_only_ok=contact_ok))
+    income_name = name.has(_INCOME_WORDS)
+    income_values = share(lambda v: bool(_INCOME_BAND.match(v)) and bool(_INCOME_HINT.search(v)))
+    out.append(_combine("income_band", 0.7 if income_name else 0.0,
+                        share_all(_is_income) if income_name else income_values, n_all,
+                        value_only_ok=contact_ok and not age_values))
+    return [c for c in out if c is not None]
+
+
+def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) -> list[_Candidate | None]:
+    tokens = name.tokens
+    device_name = bool(tokens & _DEVICE_STRONG) or (bool(tokens & _DEVICE_WORDS) and bool(tokens & _ID_WORDS))
+    user_name = (bool(tokens & _USER_SUBJECTS) and bool(tokens & (_ID_WORDS | {"name", "login", "handle"}))) or \
+        name.leaf.lower() in _USER_NAMES or tokens == {"uid"}
+    if tokens & {"account"} and tokens & {"number", "no"}:
+        user_name = False
+    id_values = [str(v) for v in scalars if not isinstance(v, (bool, float))]
+    id_share = _fraction(id_values, lambda v: bool(_ID_LIKE.match(v))) if id_values else None
+    out: list[_Candidate | None] = []
+    if device_name:
+        out.append(_combine("device_id", 0.75, id_share, len(id_values)))
+    elif user_name:
+        strength = 0.75 if "name" not in tokens else 0.6
+        out.append(_combine("user_id", strength, id_share, len(id_values)))
+    return out
+
+
+def _person_name_candidate(name: _Name, strings: list[str]) -> _Candidate | None:
+    tokens = name.tokens
+    if tokens & _NOT_PERSON_NAME:
+        return None
+    strong = bool(tokens & _NAME_WORDS) or ("name" in tokens and bool(tokens & _NAME_QUALIFIERS))
+    contextual = tokens == {"name"} and bool(name.parent & _PERSON_CONTEXT)
+    share = _fraction(strings, _is_person_name) if strings else None
+    if strong or contextual:
+        return _combine("person_name", 0.75 if strong else 0.65, share, len(strings))
+    if "name" in tokens and share is not None and share >= 0.8 and _fraction(strings, _starts_with_first_name) >= 0.5:
+        return _Candidate("person_name", 0.7, "name+value")
+    if not tokens & _ID_WORDS and share is not None and share >= 0.9 \
+            and _fraction(strings, _starts_with_first_name) >= 0.6 and all(" " in s for s in strings[:50]):
+        return _Candidate("person_name", 0.65, "value")
+    return None
+
+
+def _address_candidate(name: _Name, strings: list[str]) -> _Candidate | None:
+    tokens = name.tokens
+    if tokens & _NOT_ADDRESS:
+        return None
+    if tokens & _POSTCODE_WORDS:
+        return _combine("postal_address", 0.6, _fraction(strings, lambda v: bool(_POSTCODE.match(v))) if strings
+                        else None, len(strings))
+    address_name = bool(tokens & _ADDRESS_WORDS)
+    return _combine("postal_address", 0.7 if address_name else 0.0,
+                    _fraction(strings, _is_address) if strings else None, len(strings))
+
+
+def _gender_candidate(name: _Name, strings: list[str], scalars: list[Any]) -> _Candidate | None:
+    lowered = [s.lower() for s in strings]
+    gender_name = name.has(_GENDER_WORDS)
+    share = _fraction(lowered, lambda v: v in _GENDERS) if lowered else None
+    if gender_name:
+        return _combine("gender", 0.7, share, len(lowered))
+    words = set(lowered)
+    if share is not None and share >= 0.95 and len(words & _GENDER_WORDS_ONLY) >= 2 and len(lowered) >= 5:
+        return _Candidate("gender", 0.75, "value")
+    return None
+
+
+def classify_column(path: str, values: Iterable[Any], data_type: str = "string",
+                    min_confidence: float = 0.5) -> ColumnClass:
+    """Classifies one column from its dot path and sampled values.
+
+    Args:
+        path: Dot path; the last segment is the column name, earlier ones give context.
+        values: Sampled values (``None`` ignored).
+        data_type: Spark type name, recorded as is.
+        min_confidence: Lowest confidence that assigns a category.
+    """
+    kept = [v for v in values if v is not None][:_MAX_VALUES_PER_COLUMN]
+    candidates = [c for c in _candidates(path, kept) if c.confidence >= min_confidence]
+    if not candidates:
+        return ColumnClass(path, data_type, None, None, 0.0, None)
+    best = max(candidates, key=lambda c: (c.confidence, c.category in IDENTITY_TYPES))
+    return ColumnClass(path, data_type, best.category, identity_type_of(best.category), best.confidence, best.method)
+
+
+# -- nested values -------------------------------------------------------------------------------
+
+
+def _schema_leaves(dtype: T.DataType, path: str, out: dict[str, str]) -> None:
+    if isinstance(dtype, T.StructType):
+        for f in dtype.fields:
+            _schema_leaves(f.dataType, f"{path}.{f.name}" if path else f.name, out)
+    elif isinstance(dtype, T.ArrayType):
+        if isinstance(dtype.elementType, (T.StructType, T.ArrayType)):
+            _schema_leaves(dtype.elementType, path, out)
+        else:
+            out[path] = dtype.simpleString()
+    elif isinstance(dtype, T.MapType):
+        out.setdefault(path, "map:" + dtype.simpleString())
+    else:
+        out[path] = dtype.simpleString()
+
+
+def _parse_json_document(value: str) -> Any:
+    text = value.strip()
+    if not (text.startswith("{") and text.endswith("}")) and not (text.startswith("[{") and text.endswith("]")):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _walk(value: Any, path: str, sink: dict[str, list[Any]], types: dict[str, str], in_json: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, T.Row):
+        value = value.asDict(recursive=True)
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if in_json:
+                types.setdefault(child_path, f"json:{type(child).__name__}")
+            _walk(child, child_path, sink, types, in_json)
+        return
+    if isinstance(value, (list, tuple)):
+        for child in value:
+            _walk(child, path, sink, types, in_json)
+        return
+    if isinstance(value, str):
+        document = _parse_json_document(value)
+        if document is not None:
+            if isinstance(document, Mapping) or isinstance(document, list):
+                sink.setdefault(f"{path}#json", []).append(1)
+                _walk(document, path, sink, types, True)
+                return
+    sink.setdefault(path, []).append(value)
+
+
+def leaf_values(rows: Iterable[Mapping[str, Any] | T.Row], schema: T.StructType | None = None) -> dict[str, tuple[str, list[Any]]]:
+    """Every leaf path of the rows with its type and values.
+
+    Structs and map keys extend the path; arrays contribute their elements to the
+    same path; a string holding a JSON object is parsed and walked under its own
+    path (``payload.user.email``). Paths known from ``schema`` are kept even when
+    the sample holds no value for them.
+    """
+    types: dict[str, str] = {}
+    if schema is not None:
+        _schema_leaves(schema, "", types)
+    sink: dict[str, list[Any]] = {}
+    for row in rows:
+        record = row.asDict(recursive=True) if isinstance(row, T.Row) else dict(row)
+        _walk(record, "", sink, types, False)
+    json_containers = {p[: -len("#json")] for p in sink if p.endswith("#json")}
+    result: dict[str, tuple[str, list[Any]]] = {}
+    for path in sorted(set(types) | {p for p in sink if not p.endswith("#json")}):
+        values = sink.get(path, [])
+        if (path in json_containers or types.get(path, "").startswith("map:")) and not values \
+                and any(p.startswith(path + ".") for p in sink):
+            continue
+        if path in json_containers and not values:
+            continue
+        dtype = (types.get(path) or _python_type(values)).removeprefix("map:")
+        result[path] = (dtype, values)
+    return result
+
+
+def _python_type(values: list[Any]) -> str:
+    kinds = sorted({type(v).__name__ for v in values})
+    return "json:" + "|".join(kinds) if kinds else "unknown"
+
+
+def classify_rows(rows: Iterable[Mapping[str, Any] | T.Row], schema: T.StructType | None = None,
+                  min_confidence: float = 0.5) -> list[ColumnClass]:
+    """Classifies every leaf path of already collected rows."""
+    return [
+        classify_column(path, values, dtype, min_confidence)
+        for path, (dtype, values) in leaf_values(rows, schema).items()
+    ]
+
+
+def apply_overrides(classes: list[ColumnClass], overrides: Iterable[Override], location: str,
+                    name: str | None = None, asset_id: str | None = None) -> list[ColumnClass]:
+    """Applies configured overrides (they always win); an exact path not in the sample is added."""
+    result = {c.column: c for c in classes}
+    for override in overrides:
+        if not override.matches_asset(location, name, asset_id):
+            continue
+        targets = [p for p in result if fnmatch.fnmatchcase(p, override.column)]
+        if not targets and not any(ch in override.column for ch in "*?["):
+            targets = [override.column]
+        for path in targets:
+            data_type = result[path].data_type if path in result else "unknown"
+            category = None if override.exclude else override.category
+            result[path] = ColumnClass(path, data_type, category, identity_type_of(category), 1.0, "override")
+    return [result[p] for p in sorted(result)]
+
+
+def classify_sample(sample_df: DataFrame, settings: ClassifierSettings | None = None, location: str = "",
+                    name: str | None = None, asset_id: str | None = None) -> list[ColumnClass]:
+    """Classifies the columns of a sample DataFrame (at most ``settings.sample_rows`` rows are read).
+
+    Args:
+        sample_df: A bounded sample (e.g. from :meth:`Connector.sample`).
+        settings: Sampling, threshold and overrides; defaults when ``None``.
+        location: Asset location, matched by overrides.
+        name: Asset name, matched by overrides.
+        asset_id: Asset id, matched by overrides.
+    """
+    settings = settings or ClassifierSettings()
+    rows = sample_df.limit(settings.sample_rows).collect()
+    classes = classify_rows(rows, sample_df.schema, settings.min_confidence)
+    return apply_overrides(classes, settings.overrides, location, name, asset_id)

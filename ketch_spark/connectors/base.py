@@ -1,0 +1,223 @@
+"""The one connector interface: discover, sample, find, erase; plus secret redaction.
+
+Every store (files on file:// or s3a://, a PostgreSQL/Redshift warehouse over
+JDBC, DynamoDB) implements :class:`Connector`. The catalog and the rights engine
+only talk to this interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from ketch_spark.config import KetchConfig
+
+__all__ = [
+    "SYSTEMS",
+    "FORMATS",
+    "Asset",
+    "Connector",
+    "asset_id_of",
+    "fingerprint_of",
+    "secret_values",
+    "redact",
+    "describe_error",
+]
+
+#: Systems an asset can live in.
+SYSTEMS = ("file", "s3", "postgres", "dynamodb")
+#: Formats an asset can have.
+FORMATS = ("delta", "parquet", "json", "csv", "jdbc", "dynamodb")
+
+_SECRET_KEY = re.compile(r"(password|secret|token|session_key|credential)", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.\-]*://)[^/@\s]+@")
+_MAX_ERROR_CHARS = 600
+_JVM_CAUSE = re.compile(r"[\w.$]+(Exception|Error)\b")
+
+
+def asset_id_of(system: str, location: str) -> str:
+    """Stable id of an asset: sha1 of ``system`` and ``location``."""
+    return hashlib.sha1(f"{system}\x1f{location}".encode("utf-8")).hexdigest()
+
+
+def fingerprint_of(*parts: Any) -> str:
+    """sha1 of a JSON rendering of ``parts`` (file listings, versions, table stats)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One data asset: a table, a dataset, a set of log files or a key-value table.
+
+    Attributes:
+        system: One of :data:`SYSTEMS`.
+        location: Where it lives, without credentials (a URI; for JDBC and DynamoDB
+            ``<url>/<schema.table>`` and ``dynamodb://<region>/<table>``).
+        name: Short human name (folder, ``schema.table``, table name).
+        format: One of :data:`FORMATS`.
+        schema: Spark schema, when known.
+        partition_columns: Hive-style partition columns (``col=value`` folders).
+        size_bytes: Total size of its files or table, when known.
+        row_estimate: Estimated number of rows or items.
+        fingerprint: Changes whenever the data may have changed (Delta version,
+            hash of the file listing, table statistics).
+        properties: Store-specific facts the readers need (JDBC url and table,
+            primary key, DynamoDB key schema, the file list of a file set).
+        error: Why the asset could not be read, if it could not.
+    """
+
+    system: str
+    location: str
+    name: str
+    format: str | None
+    schema: T.StructType | None = None
+    partition_columns: tuple[str, ...] = ()
+    size_bytes: int | None = None
+    row_estimate: int | None = None
+    fingerprint: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def asset_id(self) -> str:
+        """Stable id: sha1 of system and location."""
+        return asset_id_of(self.system, self.location)
+
+    @property
+    def schema_json(self) -> str | None:
+        """The schema as Spark's JSON, or ``None``."""
+        return self.schema.json() if self.schema is not None else None
+
+
+class Connector(ABC):
+    """One data store.
+
+    Args:
+        spark: The SparkSession used to read the store.
+        cfg: Configuration; connectors read ``cfg.section("connectors")``.
+    """
+
+    #: The :data:`SYSTEMS` value of the assets this connector returns.
+    system: str = ""
+
+    def __init__(self, spark: SparkSession, cfg: KetchConfig) -> None:
+        self.spark = spark
+        self.cfg = cfg
+
+    @abstractmethod
+    def discover(self, uri: str) -> list[Asset]:
+        """Lists the assets under ``uri``.
+
+        An asset that was found but cannot be read comes back with ``error`` set.
+
+        Raises:
+            ConnectorError: The store cannot be reached or listed, or holds nothing.
+        """
+
+    def location_prefix(self, uri: str) -> str:
+        """The location that ``uri`` stands for (assets under it start with it)."""
+        return uri.rstrip("/")
+
+    def covers(self, uri: str, location: str) -> bool:
+        """Whether an asset at ``location`` lies under ``uri`` (used to mark vanished assets gone)."""
+        prefix = self.location_prefix(uri)
+        return location == prefix or location.startswith(prefix.rstrip("/") + "/")
+
+    def describe(self, asset: Asset) -> Asset:
+        """``asset`` completed with what costs a read (schema, size, row estimate).
+
+        :meth:`discover` stays cheap (listings, versions, statistics) so that an
+        unchanged asset is never read again; the catalog calls this only for
+        assets it is about to sample. The default returns ``asset`` unchanged.
+        """
+        return asset
+
+    @abstractmethod
+    def sample(self, asset: Asset, n: int) -> DataFrame:
+        """At most ``n`` rows of ``asset``; the cost does not grow with the asset's size."""
+
+    def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
+        """Rows of ``asset`` that match any identity in ``identities_df``.
+
+        Raises:
+            NotImplementedError: This connector does not support it yet.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.find is not implemented yet (rights engine)")
+
+    def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> dict:
+        """Deletes or obfuscates the rows of ``asset`` matching ``identities_df``.
+
+        Raises:
+            NotImplementedError: This connector does not support it yet.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.erase is not implemented yet (rights engine)")
+
+    def secrets(self) -> list[str]:
+        """Secret values this connector knows (redacted from every message)."""
+        return secret_values(self.cfg)
+
+    def redact(self, text: str) -> str:
+        """``text`` without this connector's secrets or URL credentials."""
+        return redact(text, self.secrets())
+
+
+def _walk_secrets(value: Any, key: str = "") -> Iterable[str]:
+    import os
+
+    if isinstance(value, Mapping):
+        for child_key, child in value.items():
+            yield from _walk_secrets(child, str(child_key))
+    elif isinstance(value, (list, tuple)):
+        for child in value:
+            yield from _walk_secrets(child, key)
+    elif isinstance(value, str) and value:
+        if key.endswith("_env") and _SECRET_KEY.search(key):
+            env_value = os.environ.get(value)
+            if env_value:
+                yield env_value
+        elif _SECRET_KEY.search(key) or key in ("access_key_id", "access_key"):
+            yield value
+
+
+def secret_values(cfg: KetchConfig) -> list[str]:
+    """Every secret in the connectors section: passwords, secret keys, key ids, and the env values named."""
+    found = {s for s in _walk_secrets(cfg.section("connectors")) if len(s) >= 4}
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str | None, secrets: Iterable[str] = ()) -> str:
+    """Removes secrets and URL user-info from ``text`` and bounds its length."""
+    cleaned = _URL_USERINFO.sub(r"\g<scheme>***@", str(text or ""))
+    for secret in secrets:
+        if secret:
+            cleaned = cleaned.replace(secret, "***")
+    cleaned = re.sub(r"(password|secret[\w.]*|pwd)\s*[=:]\s*[^\s,;&)]+", r"\1=***", cleaned, flags=re.IGNORECASE)
+    if len(cleaned) > _MAX_ERROR_CHARS:
+        cleaned = cleaned[: _MAX_ERROR_CHARS - 3] + "..."
+    return cleaned
+
+
+def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One short, redacted line for an exception.
+
+    Spark and JVM errors carry stack traces and wrappers ("An error occurred while
+    calling o42.load"); the first line naming the underlying exception is kept.
+    """
+    lines = [line.strip().lstrip(": ") for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if line and not line.startswith(("at ", "JVM stacktrace", "Caused by: py4j"))]
+    cause = next((line for line in lines[1:] if _JVM_CAUSE.search(line)), None)
+    if lines and lines[0].startswith("An error occurred while calling") and cause:
+        text = cause
+    elif lines:
+        text = f"{type(exc).__name__}: {lines[0]}"
+    else:
+        text = type(exc).__name__
+    return redact(text, secrets)

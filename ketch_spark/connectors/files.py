@@ -1,0 +1,328 @@
+"""Files on ``file://``, plain local paths and ``s3a://``: Delta, Parquet, JSON lines, CSV.
+
+Listing goes through the JVM's Hadoop FileSystem of the SparkSession, so local
+folders and S3 prefixes are walked by the same code. A Delta table (a folder with
+``_delta_log``) or a Parquet dataset with hive-style partitions (``col=value``
+folders) is one asset; loose files in a folder form one asset per format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from pyspark.sql import DataFrame
+
+from ketch_spark.connectors.base import Asset, Connector, describe_error, fingerprint_of
+from ketch_spark.errors import ConnectorError
+
+__all__ = ["FileConnector", "normalise_file_uri", "format_of_file", "is_file_uri"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".snappy.parquet", "parquet"),
+    (".parquet", "parquet"),
+    (".parq", "parquet"),
+    (".jsonl.gz", "json"),
+    (".ndjson.gz", "json"),
+    (".json.gz", "json"),
+    (".jsonl", "json"),
+    (".ndjson", "json"),
+    (".json", "json"),
+    (".csv.gz", "csv"),
+    (".csv", "csv"),
+)
+_PARTITION_DIR = re.compile(r"^(?P<column>[^=/]+)=(?P<value>[^/]*)$")
+_DELTA_COMMIT = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\..*\.parquet)$")
+#: Files read for a sample (and for the schema of JSON / CSV): the first ones, up to these bounds.
+_SAMPLE_MAX_FILES = 4
+_SAMPLE_MAX_BYTES = 64 * 1024 * 1024
+_S3_SCHEMES = ("s3a://", "s3://", "s3n://")
+
+
+def is_file_uri(uri: str) -> bool:
+    """Whether ``uri`` is served by :class:`FileConnector` (file://, s3a://, or a plain path)."""
+    return uri.startswith(("file:", *_S3_SCHEMES)) or "://" not in uri
+
+
+def normalise_file_uri(uri: str) -> str:
+    """``file:///abs/path`` for local paths, ``s3a://`` for S3 URIs; no trailing slash."""
+    if uri.startswith(("s3://", "s3n://")):
+        uri = "s3a://" + uri.split("://", 1)[1]
+    if uri.startswith("s3a://"):
+        return uri.rstrip("/")
+    if uri.startswith("file:"):
+        uri = re.sub(r"^file:/*", "/", uri)
+    return "file://" + str(Path(uri).expanduser().resolve())
+
+
+def format_of_file(name: str) -> str | None:
+    """Format of a data file from its name (``.parquet``, ``.json[l].gz``, ``.csv``...), or ``None``."""
+    lowered = name.lower()
+    for suffix, fmt in _FORMAT_SUFFIXES:
+        if lowered.endswith(suffix):
+            return fmt
+    return None
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", ".")) or name.endswith((".crc", "$folder$"))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    uri: str
+    name: str
+    is_dir: bool
+    size: int
+    mtime: int
+
+
+class FileConnector(Connector):
+    """Delta tables, Parquet datasets, JSON-lines logs and CSV files on file:// or s3a://."""
+
+    system = "file"
+
+    # -- Hadoop FileSystem access -------------------------------------------------
+
+    def _hadoop_path(self, uri: str) -> Any:
+        return self.spark._jvm.org.apache.hadoop.fs.Path(uri)
+
+    def _fs(self, uri: str) -> Any:
+        return self._hadoop_path(uri).getFileSystem(self.spark._jsc.hadoopConfiguration())
+
+    def _list(self, uri: str) -> list[_Entry]:
+        statuses = self._fs(uri).listStatus(self._hadoop_path(uri))
+        base = uri.rstrip("/")
+        entries = []
+        for status in statuses:
+            name = status.getPath().getName()
+            entries.append(_Entry(f"{base}/{name}", name, bool(status.isDirectory()), int(status.getLen()),
+                                  int(status.getModificationTime())))
+        return sorted(entries, key=lambda e: e.name)
+
+    def _list_recursive(self, uri: str) -> list[_Entry]:
+        iterator = self._fs(uri).listFiles(self._hadoop_path(uri), True)
+        base = uri.rstrip("/")
+        qualified_base = str(self._fs(uri).makeQualified(self._hadoop_path(uri)).toString()).rstrip("/")
+        entries = []
+        while iterator.hasNext():
+            status = iterator.next()
+            full = str(status.getPath().toString())
+            relative = full[len(qualified_base):].lstrip("/") if full.startswith(qualified_base) else status.getPath().getName()
+            if any(_hidden(part) for part in relative.split("/")):
+                continue
+            entries.append(_Entry(f"{base}/{relative}", status.getPath().getName(), False, int(status.getLen()),
+                                  int(status.getModificationTime())))
+        return sorted(entries, key=lambda e: e.uri)
+
+    # -- discovery ----------------------------------------------------------------
+
+    @staticmethod
+    def system_of(uri: str) -> str:
+        """``s3`` for s3a:// locations, ``file`` otherwise."""
+        return "s3" if uri.startswith("s3a://") else "file"
+
+    def location_prefix(self, uri: str) -> str:
+        """``uri`` normalised like the locations of its assets (``file:///abs``, ``s3a://``)."""
+        return normalise_file_uri(uri)
+
+    def discover(self, uri: str) -> list[Asset]:
+        """Walks ``uri`` and returns its datasets (cheap: listing only, no data read).
+
+        Raises:
+            ConnectorError: The location cannot be listed, does not exist or holds no data files.
+        """
+        base = normalise_file_uri(uri)
+        try:
+            fs = self._fs(base)
+            path = self._hadoop_path(base)
+            if not fs.exists(path):
+                raise ConnectorError(f"empty or missing location: nothing found at {base}")
+            status = fs.getFileStatus(path)
+            if status.isFile():
+                entry = _Entry(base, status.getPath().getName(), False, int(status.getLen()),
+                               int(status.getModificationTime()))
+                assets = [self._loose_files_asset(base, entry.name, [entry], format_of_file(entry.name), single=True)]
+                assets = [a for a in assets if a is not None]
+            else:
+                assets = list(self._walk(base))
+        except ConnectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - JVM errors (access denied, unknown bucket, ...)
+            raise ConnectorError(f"cannot list {base}: {describe_error(exc, self.secrets())}") from None
+        if not assets:
+            raise ConnectorError(f"empty location: no Delta, Parquet, JSON or CSV data under {base}")
+        logger.info("discovered %d asset(s) under %s", len(assets), base)
+        return assets
+
+    def _walk(self, uri: str) -> Iterator[Asset]:
+        entries = self._list(uri)
+        names = {e.name for e in entries}
+        if "_delta_log" in names:
+            yield self._delta_asset(uri)
+            return
+        visible = [e for e in entries if not _hidden(e.name)]
+        subdirs = [e for e in visible if e.is_dir]
+        files = [e for e in visible if not e.is_dir and format_of_file(e.name)]
+        partition_dirs = [d for d in subdirs if _PARTITION_DIR.match(d.name)]
+        if partition_dirs and len(partition_dirs) == len(subdirs):
+            asset = self._partitioned_asset(uri)
+            if asset is not None:
+                yield asset
+            return
+        by_format: dict[str, list[_Entry]] = {}
+        for entry in files:
+            by_format.setdefault(format_of_file(entry.name), []).append(entry)
+        single = len(by_format) == 1 and not subdirs
+        for fmt, fmt_files in sorted(by_format.items()):
+            asset = self._loose_files_asset(uri, Path(uri).name, fmt_files, fmt, single=single)
+            if asset is not None:
+                yield asset
+        for subdir in subdirs:
+            yield from self._walk(subdir.uri)
+
+    def _delta_asset(self, uri: str) -> Asset:
+        log = self._list(f"{uri}/_delta_log")
+        versions = [int(m.group(1)) for m in (_DELTA_COMMIT.match(e.name) for e in log) if m]
+        version = max(versions) if versions else -1
+        return Asset(
+            system=self.system_of(uri),
+            location=uri,
+            name=Path(uri).name,
+            format="delta",
+            fingerprint=fingerprint_of("delta", version),
+            properties={"delta_version": str(version)},
+        )
+
+    def _partitioned_asset(self, uri: str) -> Asset | None:
+        files = [e for e in self._list_recursive(uri) if format_of_file(e.name)]
+        if not files:
+            return None
+        formats = sorted({format_of_file(e.name) for e in files})
+        first_relative = files[0].uri[len(uri) + 1:].split("/")[:-1]
+        partition_columns = tuple(m.group("column") for m in map(_PARTITION_DIR.match, first_relative) if m)
+        return Asset(
+            system=self.system_of(uri),
+            location=uri,
+            name=Path(uri).name,
+            format=formats[0],
+            partition_columns=partition_columns,
+            size_bytes=sum(e.size for e in files),
+            fingerprint=fingerprint_of([(e.uri, e.size, e.mtime) for e in files]),
+            properties={
+                "sample_files": json.dumps([e.uri for e in _first_files(files)]),
+                "file_count": str(len(files)),
+                **({"mixed_formats": ",".join(formats)} if len(formats) > 1 else {}),
+            },
+        )
+
+    def _loose_files_asset(self, uri: str, name: str, files: list[_Entry], fmt: str | None, single: bool) -> Asset | None:
+        if fmt is None or not files:
+            return None
+        if single:
+            location = uri
+        else:
+            suffixes = sorted({_suffix_of(e.name) for e in files})
+            pattern = suffixes[0] if len(suffixes) == 1 else "{" + ",".join(suffixes) + "}"
+            location = f"{uri}/*{pattern}"
+        return Asset(
+            system=self.system_of(uri),
+            location=location,
+            name=name if single or not name else f"{name} ({fmt})",
+            format=fmt,
+            size_bytes=sum(e.size for e in files),
+            fingerprint=fingerprint_of([(e.uri, e.size, e.mtime) for e in files]),
+            properties={
+                "sample_files": json.dumps([e.uri for e in _first_files(files)]),
+                "file_count": str(len(files)),
+            },
+        )
+
+    # -- reading --------------------------------------------------------------------
+
+    def read(self, asset: Asset) -> DataFrame:
+        """The whole asset as a DataFrame (lazy; callers bound what they take)."""
+        reader = self.spark.read
+        if asset.format == "delta":
+            return reader.format("delta").load(asset.location)
+        if asset.format == "parquet":
+            return reader.option("basePath", _base_of(asset.location)).parquet(asset.location)
+        if asset.format == "json":
+            return reader.json(asset.location)
+        if asset.format == "csv":
+            return reader.option("header", True).csv(asset.location)
+        raise ConnectorError(f"unsupported file format {asset.format!r} at {asset.location}")
+
+    def _read_sample_files(self, asset: Asset) -> DataFrame:
+        files = json.loads(asset.properties.get("sample_files", "[]")) or [asset.location]
+        if asset.format == "json":
+            return self.spark.read.json(files)
+        if asset.format == "csv":
+            return self.spark.read.option("header", True).csv(files)
+        raise ConnectorError(f"no sample files for format {asset.format!r}")
+
+    def describe(self, asset: Asset) -> Asset:
+        """Adds schema, partition columns, size and row estimate (reads metadata, footers or a few files)."""
+        if asset.format == "delta":
+            return self._describe_delta(asset)
+        if asset.format == "parquet":
+            df = self.read(asset)
+            return replace(asset, schema=df.schema, row_estimate=int(df.count()))
+        sample_df = self._read_sample_files(asset)
+        sample_rows = int(sample_df.count())
+        files = json.loads(asset.properties.get("sample_files", "[]"))
+        sampled_bytes = sum(self._file_size(f) for f in files) or 1
+        estimate = round(sample_rows * (asset.size_bytes or sampled_bytes) / sampled_bytes)
+        return replace(asset, schema=sample_df.schema, row_estimate=int(estimate))
+
+    def _file_size(self, uri: str) -> int:
+        return int(self._fs(uri).getFileStatus(self._hadoop_path(uri)).getLen())
+
+    def _describe_delta(self, asset: Asset) -> Asset:
+        from delta.tables import DeltaTable
+
+        detail = DeltaTable.forPath(self.spark, asset.location).detail().head()
+        df = self.spark.read.format("delta").load(asset.location)
+        return replace(
+            asset,
+            schema=df.schema,
+            partition_columns=tuple(detail["partitionColumns"] or ()),
+            size_bytes=int(detail["sizeInBytes"] or 0),
+            row_estimate=int(df.count()),
+            properties={**asset.properties, "file_count": str(detail["numFiles"])},
+        )
+
+    def sample(self, asset: Asset, n: int) -> DataFrame:
+        """At most ``n`` rows: a LIMIT over Delta / Parquet, the first few files of JSON / CSV."""
+        if asset.format in ("delta", "parquet"):
+            return self.read(asset).limit(n)
+        return self._read_sample_files(asset).limit(n)
+
+
+def _first_files(files: list[_Entry]) -> list[_Entry]:
+    chosen: list[_Entry] = []
+    total = 0
+    for entry in files:
+        if chosen and (len(chosen) >= _SAMPLE_MAX_FILES or total + entry.size > _SAMPLE_MAX_BYTES):
+            break
+        chosen.append(entry)
+        total += entry.size
+    return chosen
+
+
+def _suffix_of(name: str) -> str:
+    lowered = name.lower()
+    for suffix, _ in _FORMAT_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[len(name) - len(suffix):]
+    return ""
+
+
+def _base_of(location: str) -> str:
+    return location.rsplit("/", 1)[0] if "*" in location else location
