@@ -45,7 +45,13 @@ _EXPORTS: dict[str, str] = {
     "TableNotFoundError": "ketch_spark.errors",
     "UnknownPurposeError": "ketch_spark.errors",
     "ConnectorError": "ketch_spark.errors",
+    "AssetCatalog": "ketch_spark.catalog",
     "JarsNotInstalledError": "ketch_spark.errors",
+    "ingest_consent": "ketch_spark.consent.sources",
+    "IngestResult": "ketch_spark.consent.sources",
+    "compact_consent": "ketch_spark.consent.compact",
+    "CompactResult": "ketch_spark.consent.compact",
+    "consent_rates": "ketch_spark.consent.compact",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

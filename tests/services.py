@@ -337,9 +337,12 @@ def _write_lake(spark, root: Path) -> None:
         ("A1B2C3D4-1111-2222-3333-444455556666", "2001:db8::7", "u-2", "212-555-0199", 3.0, "2026-11-01"),
         ("0F8FAD5B-D9CB-469F-A165-70867728950E", "192.168.7.9", "u-3", "646-555-0143", 7.25, "2026-11-02"),
     ]
-    events_df = spark.createDataFrame(events, "idfa string, client_ip string, user_id string, order_number string, "
-                                              "amount double, event_date string")
-    events_df.write.partitionBy("event_date").parquet(str(root / "events"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ("idfa", "client_ip", "user_id", "order_number", "amount", "event_date")
+    events_table = pa.table({name: [row[i] for row in events] for i, name in enumerate(columns)})
+    pq.write_to_dataset(events_table, str(root / "events"), partition_cols=["event_date"])
     logs = root / "raw" / "logs"
     logs.mkdir(parents=True)
     for part, (name, email) in enumerate([("Jane Doe", "jane.doe@example.com"), ("Bob Smith", "bob.smith@example.org")]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from services import PG_PASSWORD, SeededStores, with_connectors
+from services import AWS_SECRET_ACCESS_KEY, PG_PASSWORD, SeededStores, free_port, with_connectors
 
 from ketch_spark.connectors import Asset, asset_id_of, connector_for, redact, secret_values, system_of_uri
 from ketch_spark.connectors.dynamodb import DynamoDbConnector, items_to_json_lines
@@ -108,6 +108,16 @@ def test_dynamodb_discovery_and_mixed_shapes(spark, stores_cfg):
     assert mixed.count() == 4
     assert dict(mixed.dtypes)["contact"] == "string"  # a map in one item, a string in another
     assert len(connector.discover("dynamodb://us-east-1/prof")) == 1
+
+
+def test_dynamodb_unreachable_endpoint_is_a_connector_error(spark, stores_cfg):
+    section = stores_cfg.section("connectors")
+    unreachable = {**section["dynamodb"], "endpoint_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 1,
+                   "connect_timeout": 1}
+    connector = DynamoDbConnector(spark, with_connectors(stores_cfg, {**section, "dynamodb": unreachable}))
+    with pytest.raises(ConnectorError, match="cannot list DynamoDB tables") as unreachable_error:
+        connector.discover("dynamodb://")
+    assert AWS_SECRET_ACCESS_KEY not in str(unreachable_error.value)
 
 
 def test_items_to_json_lines_handles_every_attribute_type():

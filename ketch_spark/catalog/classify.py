@@ -505,6 +505,9 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
     device_name = bool(tokens & _DEVICE_STRONG) or (bool(tokens & _DEVICE_WORDS) and bool(tokens & _ID_WORDS))
     user_name = (bool(tokens & _USER_SUBJECTS) and bool(tokens & (_ID_WORDS | {"name", "login", "handle"}))) or \
         name.leaf.lower() in _USER_NAMES or tokens == {"uid"}
+    if tokens and tokens <= _ID_WORDS:  # a bare ``id`` takes its meaning from the enclosing struct
+        device_name = device_name or bool(name.parent & _DEVICE_WORDS)
+        user_name = user_name or (not device_name and bool(name.parent & _USER_SUBJECTS))
     if tokens & {"account"} and tokens & {"number", "no"}:
         user_name = False
     id_values = [str(v) for v in scalars if not isinstance(v, (bool, float))]
@@ -613,8 +616,6 @@ def _walk(value: Any, path: str, sink: dict[str, list[Any]], types: dict[str, st
     if isinstance(value, Mapping):
         for key, child in value.items():
             child_path = f"{path}.{key}" if path else str(key)
-            if in_json:
-                types.setdefault(child_path, f"json:{type(child).__name__}")
             _walk(child, child_path, sink, types, in_json)
         return
     if isinstance(value, (list, tuple)):
@@ -628,6 +629,8 @@ def _walk(value: Any, path: str, sink: dict[str, list[Any]], types: dict[str, st
                 sink.setdefault(f"{path}#json", []).append(1)
                 _walk(document, path, sink, types, True)
                 return
+    if in_json:
+        types.setdefault(path, f"json:{type(value).__name__}")
     sink.setdefault(path, []).append(value)
 
 

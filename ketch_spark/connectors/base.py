@@ -39,6 +39,7 @@ FORMATS = ("delta", "parquet", "json", "csv", "jdbc", "dynamodb")
 _SECRET_KEY = re.compile(r"(password|secret|token|session_key|credential)", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.\-]*://)[^/@\s]+@")
 _MAX_ERROR_CHARS = 600
+_VOLATILE_ALIAS = re.compile(r"SPARK_GEN_SUBQ_\d+")
 _JVM_CAUSE = re.compile(r"[\w.$]+(Exception|Error)\b")
 
 
@@ -220,4 +221,5 @@ def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
         text = f"{type(exc).__name__}: {lines[0]}"
     else:
         text = type(exc).__name__
+    text = _VOLATILE_ALIAS.sub("SPARK_GEN_SUBQ", text)  # same failure, same message: rescans stay idempotent
     return redact(text, secrets)

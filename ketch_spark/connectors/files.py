@@ -155,10 +155,10 @@ class FileConnector(Connector):
         except ConnectorError:
             raise
         except Exception as exc:  # noqa: BLE001 - JVM errors (access denied, unknown bucket, ...)
-            raise ConnectorError(f"cannot list {base}: {describe_error(exc, self.secrets())}") from None
+            raise ConnectorError(self.redact(f"cannot list {base}: {describe_error(exc)}")) from None
         if not assets:
             raise ConnectorError(f"empty location: no Delta, Parquet, JSON or CSV data under {base}")
-        logger.info("discovered %d asset(s) under %s", len(assets), base)
+        logger.info("discovered %d asset(s) under %s", len(assets), self.redact(base))
         return assets
 
     def _walk(self, uri: str) -> Iterator[Asset]:
@@ -261,10 +261,11 @@ class FileConnector(Connector):
 
     def _read_sample_files(self, asset: Asset) -> DataFrame:
         files = json.loads(asset.properties.get("sample_files", "[]")) or [asset.location]
+        reader = self.spark.read if asset.schema is None else self.spark.read.schema(asset.schema)
         if asset.format == "json":
-            return self.spark.read.json(files)
+            return reader.json(files)
         if asset.format == "csv":
-            return self.spark.read.option("header", True).csv(files)
+            return reader.option("header", True).csv(files)
         raise ConnectorError(f"no sample files for format {asset.format!r}")
 
     def describe(self, asset: Asset) -> Asset:
