@@ -18,6 +18,8 @@ from ketch_spark.policy import WORD_BITS
 
 __all__ = [
     "has_purpose",
+    "has_bit",
+    "bitmap_assign",
     "pack_bits",
     "unpack_bits",
     "bitmap_literal",
@@ -59,6 +61,51 @@ def has_purpose(bitmap: Column | str, bit: int) -> Column:
         raise ValueError(f"bit must be 0 or more, got {bit}")
     word = _word(_col(bitmap), bit // WORD_BITS)
     return F.shiftright(word, bit % WORD_BITS).bitwiseAND(F.lit(1).cast("bigint")) == 1
+
+
+def has_bit(bitmap: Column | str, bit: Column | str) -> Column:
+    """Whether the bit held in column ``bit`` is set in ``bitmap`` (null if either is null).
+
+    The per-row counterpart of :func:`has_purpose`, for bits that come from data.
+    """
+    bitmap, bit = _col(bitmap), _col(bit)
+    word = F.coalesce(F.try_element_at(bitmap, (F.floor(bit / WORD_BITS) + 1).cast("int")), F.lit(0).cast("bigint"))
+    return F.when(bitmap.isNull() | bit.isNull(), F.lit(None).cast("boolean")).otherwise(
+        word.bitwiseAND(_mask(bit % WORD_BITS)) != 0
+    )
+
+
+def bitmap_assign(bitmap: Column | str, assignments: Column | str, n_words: int) -> Column:
+    """``bitmap`` with each assigned bit set or cleared.
+
+    Args:
+        bitmap: The bitmap to start from; a null bitmap gives null.
+        assignments: ``array<struct<bit: int, value: boolean>>``; a null value clears the bit,
+            a null array assigns nothing.
+        n_words: Width of the result in words (a shorter input reads as zeros).
+
+    One ``aggregate`` per word over the assignments: the expression stays small
+    whatever the number of words, unlike nesting :func:`bitmap_or` and
+    :func:`bitmap_and_not` over :func:`pack_bits`.
+    """
+    bitmap, assignments = _col(bitmap), F.coalesce(_col(assignments), F.array().cast("array<struct<bit:int,value:boolean>>"))
+    words = []
+    for w in range(n_words):
+        start = F.coalesce(F.try_element_at(bitmap, F.lit(w + 1)), F.lit(0).cast("bigint"))
+        words.append(
+            F.aggregate(
+                F.filter(assignments, _in_word_field(w)),
+                start,
+                lambda acc, a: F.when(
+                    F.coalesce(a["value"], F.lit(False)), acc.bitwiseOR(_mask(a["bit"] % WORD_BITS))
+                ).otherwise(acc.bitwiseAND(F.bitwise_not(_mask(a["bit"] % WORD_BITS)))),
+            )
+        )
+    return F.when(bitmap.isNull(), F.lit(None)).otherwise(F.array(*words))
+
+
+def _in_word_field(word: int):  # noqa: ANN202 - a one-argument lambda for F.filter
+    return lambda a: a["bit"].isNotNull() & (F.floor(a["bit"] / WORD_BITS) == word)
 
 
 def _in_word(word: int):  # noqa: ANN202 - a one-argument lambda for F.filter

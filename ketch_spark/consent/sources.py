@@ -1,0 +1,658 @@
+"""Consent ingest: raw signals -> consent/events, rejected records -> consent/quarantine.
+
+Formats (``fmt``):
+
+* ``json``: JSON lines in DESIGN's raw shape ``{"org_id", "user_id", "ts",
+  "purposes": {name: bool, ...}, "source"}``; a record may also carry one choice
+  as ``"purpose": name, "granted": bool``.
+* ``csv``: header ``org_id,user_id,ts,purpose,granted,source``, one choice per
+  line; ``granted`` is ``true``/``false`` (or ``1``/``0``).
+* ``parquet``: the CSV columns (``ts`` a timestamp or ISO-8601 string,
+  ``granted`` a boolean or a CSV-style string) or the JSON shape with a
+  ``purposes`` map<string, boolean> column.
+* ``tcf``: JSON lines ``{"org_id", "user_id", "ts", "source", "tc_string",
+  "us_privacy"}`` with at least one of the two strings; see
+  :mod:`ketch_spark.consent.tcf` for how they become choices. ``ts`` is needed
+  with ``us_privacy`` (the string carries no time).
+
+Counting: the unit is the row. A valid record yields one row per purpose choice
+it carries; a record rejected as a whole (malformed, missing org or user, bad or
+future timestamp, invalid TC / US Privacy string, no choice at all) is one row.
+Every row is accepted, quarantined or a duplicate, so ``read == accepted +
+quarantined + duplicates``. Choice-level rejects (unknown or retired purpose,
+non-boolean choice) are one quarantine row per choice, with the record's text.
+A US Privacy string ``1---`` (not applicable) yields no row.
+
+Duplicates: an event equal to one already in consent/events on (org_id,
+user_id, purpose, event_ts, granted), or to another row of the same batch, is
+counted and not stored.
+
+Exactly once: the default ``batch_id`` is ``b-`` + a hash of the format and of
+every input file's path, size and modification time, so re-ingesting unchanged
+files reuses the id. Both writes are Delta idempotent writes (``txnAppId`` =
+``ketch-spark/ingest/<batch_id>``): a rerun after a failure writes only what is
+missing and a repeated batch writes nothing (``already_ingested`` is then true).
+The events commit carries ``{"batch_id": ...}`` as its user metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark import StorageLevel
+
+from ketch_spark.config import KetchConfig
+from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
+from ketch_spark.errors import KetchError, SchemaError
+from ketch_spark.policy import Policy
+from ketch_spark.tables import ensure_table, read_table, table_path
+
+__all__ = [
+    "IngestResult",
+    "IngestError",
+    "ingest_consent",
+    "FORMATS",
+    "REASONS",
+    "EVENT_KEY",
+    "delta_txn_version",
+    "delta_version",
+    "quarantine_breakdown",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("json", "csv", "parquet", "tcf")
+#: Machine-readable quarantine reasons.
+REASONS = (
+    "malformed_record",
+    "missing_org_id",
+    "missing_user_id",
+    "invalid_timestamp",
+    "future_timestamp",
+    "invalid_tc_string",
+    "invalid_us_privacy",
+    "unknown_purpose",
+    "retired_purpose",
+    "invalid_choice",
+)
+#: Columns that make two events the same event.
+EVENT_KEY = ("org_id", "user_id", "purpose", "event_ts", "granted")
+CSV_COLUMNS = ("org_id", "user_id", "ts", "purpose", "granted", "source")
+_CSV_SCHEMA = ", ".join(f"{c} string" for c in CSV_COLUMNS) + ", _corrupt string"
+_RAW_CHOICE_TYPE = "array<struct<purpose:string,granted:boolean,choice_ok:boolean,event_ts:timestamp>>"
+_TXN_PREFIX = "ketch-spark/ingest/"
+
+
+class IngestError(KetchError, ValueError):
+    """The ingest was asked something it cannot do (unknown format, no input files)."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Outcome of one :func:`ingest_consent` call.
+
+    Attributes:
+        batch_id: Id of the batch (given or derived).
+        fmt: Input format.
+        inputs: Input paths as given.
+        records: Input records read (lines, CSV rows, Parquet rows).
+        read: Rows read (see the module docstring): accepted + quarantined + duplicates.
+        accepted: Events stored in consent/events.
+        quarantined: Rows stored in consent/quarantine.
+        duplicates: Rows equal to an event already stored or seen earlier in the batch.
+        reasons: Quarantined rows per reason.
+        expectations: Great Expectations outcome on the accepted events (``None`` when skipped).
+        already_ingested: The batch had been written before; nothing was written again.
+        ingested_at: Time stamped on every row of the batch.
+        seconds: Wall time.
+    """
+
+    batch_id: str
+    fmt: str
+    inputs: tuple[str, ...]
+    records: int
+    read: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    expectations: dict[str, Any] | None = None
+    already_ingested: bool = False
+    ingested_at: dt.datetime | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able dict of the result."""
+        data = asdict(self)
+        data["inputs"] = list(self.inputs)
+        data["ingested_at"] = self.ingested_at.isoformat() if self.ingested_at else None
+        data["seconds"] = round(self.seconds, 2)
+        return data
+
+
+# ---------------------------------------------------------------- inputs, batch id
+
+
+def _as_list(inputs: str | Iterable[str]) -> list[str]:
+    paths = [inputs] if isinstance(inputs, str) else [str(p) for p in inputs]
+    if not paths:
+        raise IngestError("no input given; pass one or more files, folders or s3a:// URIs")
+    return paths
+
+
+def _list_input_files(spark: SparkSession, paths: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of every data file under ``paths`` (Hadoop FS; hidden files skipped)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    files: list[tuple[str, int, int]] = []
+    for given in paths:
+        hpath = jvm.org.apache.hadoop.fs.Path(given)
+        fs = hpath.getFileSystem(conf)
+        statuses = fs.globStatus(hpath) or []
+        for status in statuses:
+            if status.isDirectory():
+                iterator = fs.listFiles(status.getPath(), True)
+                while iterator.hasNext():
+                    child = iterator.next()
+                    name = child.getPath().getName()
+                    if not name.startswith(("_", ".")):
+                        files.append((child.getPath().toString(), child.getLen(), child.getModificationTime()))
+            else:
+                files.append((status.getPath().toString(), status.getLen(), status.getModificationTime()))
+    if not files:
+        raise IngestError(f"no input files found under {', '.join(paths)}")
+    return sorted(files)
+
+
+def default_batch_id(fmt: str, files: Sequence[tuple[str, int, int]]) -> str:
+    """``b-`` + 16 hex digits of the sha256 of the format and every (path, size, mtime)."""
+    digest = hashlib.sha256(fmt.encode())
+    for path, size, mtime in files:
+        digest.update(f"\n{path}\t{size}\t{mtime}".encode())
+    return f"b-{digest.hexdigest()[:16]}"
+
+
+def _delta_snapshot(spark: SparkSession, path: str):  # noqa: ANN202 - a py4j Snapshot
+    """The latest snapshot of the Delta table at ``path`` (the log only, no Spark job)."""
+    jvm = spark.sparkContext._jvm
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    return log.update(
+        getattr(log, "update$default$1")(), getattr(log, "update$default$2")(), getattr(log, "update$default$3")()
+    )
+
+
+def delta_txn_version(spark: SparkSession, path: str, app_id: str) -> int | None:
+    """The latest idempotent-write version recorded for ``app_id`` in the Delta table at ``path``."""
+    found = _delta_snapshot(spark, path).transactions().get(app_id)
+    return int(found.get()) if found.isDefined() else None
+
+
+def delta_version(spark: SparkSession, path: str) -> int:
+    """The current version of the Delta table at ``path``, read from its log."""
+    return int(_delta_snapshot(spark, path).version())
+
+
+# ---------------------------------------------------------------- parsing per format
+
+
+def _text_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    df = spark.read.text(list(paths)).select("value", F.col("_metadata.file_path").alias("source_file"))
+    return df.where(F.length(F.trim("value")) > 0)
+
+
+def _parse_ts(text: Column) -> Column:
+    return F.try_to_timestamp(F.trim(text))
+
+
+def _blank(col: Column) -> Column:
+    return col.isNull() | (F.length(F.trim(col)) == 0)
+
+
+def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """JSON lines -> records with their choices (before the common checks)."""
+    lines = _text_lines(spark, paths)
+    v = F.try_parse_json("value")
+    is_object = F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False))
+    parsed = lines.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        is_object.alias("is_object"),
+        F.try_variant_get(v, "$.org_id", "string").alias("org_id"),
+        F.try_variant_get(v, "$.user_id", "string").alias("user_id"),
+        F.try_variant_get(v, "$.ts", "string").alias("ts_text"),
+        F.try_variant_get(v, "$.source", "string").alias("source"),
+        F.try_variant_get(v, "$.purposes", "map<string,variant>").alias("purposes"),
+        F.try_variant_get(v, "$.purpose", "string").alias("one_purpose"),
+        F.try_variant_get(v, "$.granted", "variant").alias("one_choice"),
+    )
+    entries = F.coalesce(
+        F.map_entries("purposes"),
+        F.when(F.col("one_purpose").isNotNull(), F.array(F.struct(F.col("one_purpose").alias("key"), F.col("one_choice").alias("value")))),
+    )
+    event_ts = _parse_ts(F.col("ts_text"))
+    choices = F.transform(
+        entries,
+        lambda e: F.struct(
+            e["key"].alias("purpose"),
+            F.try_variant_get(e["value"], "$", "boolean").alias("granted"),
+            F.coalesce(F.schema_of_variant(e["value"]) == "BOOLEAN", F.lit(False)).alias("choice_ok"),
+            event_ts.alias("event_ts"),
+        ),
+    )
+    pre_reason = (
+        F.when(~F.col("is_object"), F.lit("malformed_record"))
+    )
+    pre_detail = F.when(~F.col("is_object"), F.lit("not a JSON object"))
+    no_choice = F.coalesce(F.size(choices), F.lit(0)) == 0
+    return parsed.select(
+        "raw", "source_file", "org_id", "user_id", "ts_text", "source",
+        pre_reason.alias("pre_reason"), pre_detail.alias("pre_detail"),
+        event_ts.alias("record_ts"),
+        no_choice.alias("no_choice"),
+        choices.cast(_RAW_CHOICE_TYPE).alias("choices"),
+    )
+
+
+def _choice_from_text(text: Column) -> tuple[Column, Column]:
+    """(granted, choice_ok) from a CSV-style choice: true/false/1/0, any case."""
+    value = F.lower(F.trim(text))
+    granted = F.when(value.isin("true", "1"), F.lit(True)).when(value.isin("false", "0"), F.lit(False))
+    return granted, granted.isNotNull()
+
+
+def _single_choice_records(df: DataFrame, granted: Column, choice_ok: Column, pre_reason: Column, pre_detail: Column) -> DataFrame:
+    event_ts = _parse_ts(F.col("ts_text"))
+    choice = F.struct(
+        F.col("purpose").alias("purpose"), granted.alias("granted"), choice_ok.alias("choice_ok"), event_ts.alias("event_ts")
+    )
+    return df.select(
+        "raw", "source_file", "org_id", "user_id", "ts_text", "source",
+        pre_reason.alias("pre_reason"), pre_detail.alias("pre_detail"),
+        event_ts.alias("record_ts"),
+        _blank(F.col("purpose")).alias("no_choice"),
+        F.array(choice).cast(_RAW_CHOICE_TYPE).alias("choices"),
+    )
+
+
+def _csv_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    lines = _text_lines(spark, paths)
+    header = ",".join(CSV_COLUMNS)
+    lines = lines.where(F.lower(F.regexp_replace("value", r"\s", "")) != header)
+    options = {"columnNameOfCorruptRecord": "_corrupt", "mode": "PERMISSIVE"}
+    parsed = lines.select(F.col("value").alias("raw"), "source_file", F.from_csv("value", _CSV_SCHEMA, options).alias("r"))
+    parsed = parsed.select("raw", "source_file", "r.*").withColumnRenamed("ts", "ts_text")
+    granted, choice_ok = _choice_from_text(F.col("granted"))
+    malformed = F.col("_corrupt").isNotNull()
+    return _single_choice_records(
+        parsed,
+        granted,
+        choice_ok,
+        F.when(malformed, F.lit("malformed_record")),
+        F.when(malformed, F.lit("not 6 comma-separated fields")),
+    )
+
+
+def _require_columns(df: DataFrame, needed: Iterable[str], what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{what} lacks column(s) {', '.join(missing)}; found {', '.join(df.columns)}")
+
+
+def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    df = spark.read.parquet(*paths)
+    raw = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+    base = df.select(
+        "*", raw.alias("raw"), F.col("_metadata.file_path").alias("source_file")
+    )
+    dtypes = dict(df.dtypes)
+    if "purposes" in df.columns:
+        _require_columns(df, ("org_id", "user_id", "ts"), "parquet consent input (JSON shape)")
+        event_ts = _ts_from_any(F.col("ts"), dtypes["ts"])
+        entries = F.map_entries(F.col("purposes").cast("map<string,boolean>"))
+        choices = F.transform(
+            entries,
+            lambda e: F.struct(e["key"].alias("purpose"), e["value"].alias("granted"), e["value"].isNotNull().alias("choice_ok"), event_ts.alias("event_ts")),
+        )
+        return base.select(
+            "raw", "source_file",
+            F.col("org_id").cast("string").alias("org_id"),
+            F.col("user_id").cast("string").alias("user_id"),
+            F.col("ts").cast("string").alias("ts_text"),
+            (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
+            F.lit(None).cast("string").alias("pre_reason"),
+            F.lit(None).cast("string").alias("pre_detail"),
+            event_ts.alias("record_ts"),
+            (F.coalesce(F.size(choices), F.lit(0)) == 0).alias("no_choice"),
+            choices.cast(_RAW_CHOICE_TYPE).alias("choices"),
+        )
+    _require_columns(df, ("org_id", "user_id", "ts", "purpose", "granted"), "parquet consent input (CSV shape)")
+    if dtypes["granted"] == "boolean":
+        granted, choice_ok = F.col("granted"), F.col("granted").isNotNull()
+    else:
+        granted, choice_ok = _choice_from_text(F.col("granted").cast("string"))
+    selected = base.select(
+        "raw", "source_file", "granted",
+        F.col("org_id").cast("string").alias("org_id"),
+        F.col("user_id").cast("string").alias("user_id"),
+        F.col("ts").cast("string").alias("ts_text"),
+        F.col("purpose").cast("string").alias("purpose"),
+        (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
+    )
+    return _single_choice_records(selected, granted, choice_ok, F.lit(None).cast("string"), F.lit(None).cast("string"))
+
+
+def _ts_from_any(col: Column, dtype: str) -> Column:
+    if dtype.startswith("timestamp"):
+        return col.cast("timestamp")
+    return _parse_ts(col.cast("string"))
+
+
+def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> DataFrame:
+    lines = _text_lines(spark, paths)
+    v = F.try_parse_json("value")
+    is_object = F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False))
+    parsed = lines.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        is_object.alias("is_object"),
+        F.try_variant_get(v, "$.org_id", "string").alias("org_id"),
+        F.try_variant_get(v, "$.user_id", "string").alias("user_id"),
+        F.try_variant_get(v, "$.ts", "string").alias("ts_text"),
+        F.try_variant_get(v, "$.source", "string").alias("source"),
+        F.try_variant_get(v, "$.tc_string", "string").alias("tc_string"),
+        F.try_variant_get(v, "$.us_privacy", "string").alias("us_privacy"),
+    ).withColumn("tc", tc_fields("tc_string"))
+    record_ts = _parse_ts(F.col("ts_text"))
+    has_tc, has_usp = ~_blank(F.col("tc_string")), ~_blank(F.col("us_privacy"))
+    pre_reason = (
+        F.when(~F.col("is_object"), F.lit("malformed_record"))
+        .when(~has_tc & ~has_usp, F.lit("malformed_record"))
+        .when(has_tc & ~F.coalesce(F.col("tc.valid"), F.lit(False)), F.lit("invalid_tc_string"))
+        .when(has_usp & ~F.coalesce(us_privacy_valid("us_privacy"), F.lit(False)), F.lit("invalid_us_privacy"))
+        .when(has_usp & _blank(F.col("ts_text")), F.lit("invalid_timestamp"))
+    )
+    pre_detail = (
+        F.when(~F.col("is_object"), F.lit("not a JSON object"))
+        .when(~has_tc & ~has_usp, F.lit("neither tc_string nor us_privacy"))
+        .when(has_tc & ~F.coalesce(F.col("tc.valid"), F.lit(False)), F.lit("not a TCF v2 core segment (base64url, >= 213 bits, version 2)"))
+        .when(has_usp & ~F.coalesce(us_privacy_valid("us_privacy"), F.lit(False)), F.lit("expected 1 then three of Y, N, -"))
+        .when(has_usp & _blank(F.col("ts_text")), F.lit("a us_privacy string needs the record's ts"))
+    )
+    choices = F.concat(
+        F.when(has_tc, tc_choices("tc", policy)).otherwise(F.array().cast(CHOICE_TYPE)),
+        F.when(has_usp, us_privacy_choices("us_privacy", record_ts, policy)).otherwise(F.array().cast(CHOICE_TYPE)),
+    )
+    choices = F.transform(
+        choices, lambda c: F.struct(c["purpose"].alias("purpose"), c["granted"].alias("granted"), F.lit(True).alias("choice_ok"), c["event_ts"].alias("event_ts"))
+    )
+    # the record's own time stands in for checks; TC choices carry LastUpdated
+    check_ts = F.greatest(record_ts, F.col("tc.last_updated"))
+    return parsed.select(
+        "raw", "source_file", "org_id", "user_id",
+        F.when(_blank(F.col("ts_text")), F.date_format(F.col("tc.last_updated"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"))
+        .otherwise(F.col("ts_text")).alias("ts_text"),
+        "source",
+        pre_reason.alias("pre_reason"), pre_detail.alias("pre_detail"),
+        check_ts.alias("record_ts"),
+        F.lit(False).alias("no_choice"),
+        choices.cast(_RAW_CHOICE_TYPE).alias("choices"),
+    )
+
+
+def _records(spark: SparkSession, policy: Policy, fmt: str, paths: Sequence[str]) -> DataFrame:
+    if fmt == "json":
+        return _json_records(spark, paths)
+    if fmt == "csv":
+        return _csv_records(spark, paths)
+    if fmt == "parquet":
+        return _parquet_records(spark, paths)
+    return _tcf_records(spark, paths, policy)
+
+
+# ---------------------------------------------------------------- common checks
+
+
+def _record_reason(max_ts: dt.datetime) -> tuple[Column, Column]:
+    """(reason, detail) of a record rejected as a whole, null for a good one."""
+    org, user, ts_text, record_ts = F.col("org_id"), F.col("user_id"), F.col("ts_text"), F.col("record_ts")
+    limit = F.lit(max_ts)
+    reason = (
+        F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
+        .when(_blank(org), F.lit("missing_org_id"))
+        .when(_blank(user), F.lit("missing_user_id"))
+        .when(_blank(ts_text) | record_ts.isNull(), F.lit("invalid_timestamp"))
+        .when(record_ts > limit, F.lit("future_timestamp"))
+        .when(F.col("no_choice"), F.lit("malformed_record"))
+    )
+    detail = (
+        F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
+        .when(_blank(org), F.lit("org_id is missing or empty"))
+        .when(_blank(user), F.lit("user_id is missing or empty"))
+        .when(_blank(ts_text) | record_ts.isNull(), F.concat(F.lit("unparsable ts: "), F.coalesce(ts_text, F.lit("<missing>"))))
+        .when(record_ts > limit, F.concat(F.lit("ts later than "), F.lit(max_ts.isoformat()), F.lit(": "), ts_text))
+        .when(F.col("no_choice"), F.lit("the record carries no purpose choice"))
+    )
+    return reason, detail
+
+
+def _purpose_lookup(policy: Policy) -> tuple[Column, Column]:
+    """Maps from purpose name to bit and to retired flag."""
+    bits = F.create_map(*[x for p in policy.purposes.values() for x in (F.lit(p.name), F.lit(p.bit))])
+    retired = F.create_map(*[x for p in policy.purposes.values() for x in (F.lit(p.name), F.lit(p.retired))])
+    return bits, retired
+
+
+def classify_rows(records_df: DataFrame, policy: Policy, max_ts: dt.datetime) -> DataFrame:
+    """One row per choice (or per record rejected as a whole), with ``reason`` null when valid.
+
+    Columns: raw, source_file, org_id, user_id, source, purpose, purpose_bit,
+    granted, event_ts, reason, detail.
+    """
+    record_reason, record_detail = _record_reason(max_ts)
+    staged = records_df.select("*", record_reason.alias("r_reason"), record_detail.alias("r_detail"))
+    lone = F.array(F.lit(None).cast(_RAW_CHOICE_TYPE.removeprefix("array<").removesuffix(">")))
+    exploded = staged.select(
+        "*",
+        F.posexplode_outer(F.when(F.col("r_reason").isNull(), F.col("choices")).otherwise(lone)).alias("pos", "c"),
+    )
+    # a valid record without any choice (US Privacy "1---") leaves one marker row, dropped after counting
+    no_row = F.col("r_reason").isNull() & F.col("c").isNull()
+    bits, retired = _purpose_lookup(policy)
+    purpose = F.trim(F.col("c.purpose"))
+    bit = F.try_element_at(bits, purpose)
+    is_retired = F.coalesce(F.try_element_at(retired, purpose), F.lit(False))
+    reason = (
+        F.when(F.col("r_reason").isNotNull(), F.col("r_reason"))
+        .when(bit.isNull(), F.lit("unknown_purpose"))
+        .when(is_retired, F.lit("retired_purpose"))
+        .when(~F.col("c.choice_ok") | F.col("c.granted").isNull(), F.lit("invalid_choice"))
+        .when(F.col("c.event_ts") > F.lit(max_ts), F.lit("future_timestamp"))
+    )
+    detail = (
+        F.when(F.col("r_reason").isNotNull(), F.col("r_detail"))
+        .when(bit.isNull(), F.concat(F.lit("purpose not in the policy: "), F.coalesce(purpose, F.lit("<missing>"))))
+        .when(is_retired, F.concat(F.lit("purpose is retired: "), purpose))
+        .when(~F.col("c.choice_ok") | F.col("c.granted").isNull(), F.concat(F.lit("choice for "), purpose, F.lit(" is not a boolean")))
+        .when(F.col("c.event_ts") > F.lit(max_ts), F.lit("choice time in the future"))
+    )
+    return exploded.select(
+        "raw", "source_file",
+        F.trim("org_id").alias("org_id"),
+        F.trim("user_id").alias("user_id"),
+        "source",
+        purpose.alias("purpose"),
+        bit.cast("int").alias("purpose_bit"),
+        F.col("c.granted").alias("granted"),
+        F.col("c.event_ts").alias("event_ts"),
+        F.when(~no_row, reason).alias("reason"),
+        F.when(~no_row, detail).alias("detail"),
+        F.coalesce(F.col("pos"), F.lit(0)).alias("choice_index"),
+        no_row.alias("no_row"),
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _existing_keys(spark: SparkSession, cfg: KetchConfig, dates: list[dt.date], batch_id: str) -> DataFrame:
+    """Keys of stored events on ``dates`` (partition pruning), other batches only."""
+    events = read_table(spark, cfg, "consent_events")
+    return events.where(F.col("event_date").isin(dates) & (F.col("batch_id") != batch_id)).select(*EVENT_KEY).distinct()
+
+
+def _event_rows(valid_df: DataFrame, batch_id: str, ingested_at: dt.datetime) -> DataFrame:
+    return valid_df.select(
+        "org_id", "user_id", "purpose", "purpose_bit", "granted", "event_ts", "source",
+        F.lit(batch_id).alias("batch_id"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+        F.to_date("event_ts").alias("event_date"),
+    )
+
+
+def _quarantine_rows(rejected_df: DataFrame, batch_id: str, ingested_at: dt.datetime) -> DataFrame:
+    return rejected_df.select(
+        "raw", "reason", "detail", "source_file",
+        F.lit(batch_id).alias("batch_id"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+    )
+
+
+def _idempotent_append(df: DataFrame, path: str, batch_id: str) -> None:
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", f"{_TXN_PREFIX}{batch_id}")
+        .option("txnVersion", 0)
+        .option("userMetadata", json.dumps({"batch_id": batch_id}))
+        .save(path)
+    )
+
+
+def append_events(spark: SparkSession, cfg: KetchConfig, events_df: DataFrame, batch_id: str) -> None:
+    """Appends already-validated event rows (the consent_events columns) once per ``batch_id``.
+
+    Used by :func:`ingest_consent`, and by tests and benchmarks that build events directly.
+    """
+    ensure_table(spark, cfg, "consent_events")
+    columns = [f.name for f in read_table(spark, cfg, "consent_events").schema.fields]
+    _idempotent_append(events_df.select(*columns), table_path(cfg, "consent_events"), batch_id)
+
+
+def ingest_consent(
+    spark: SparkSession,
+    cfg: KetchConfig,
+    inputs: str | Iterable[str],
+    fmt: str = "json",
+    batch_id: str | None = None,
+    *,
+    validate: bool = True,
+) -> IngestResult:
+    """Reads raw consent signals into consent/events and consent/quarantine.
+
+    Args:
+        spark: Delta-enabled session.
+        cfg: Configuration (warehouse, policy, future skew).
+        inputs: Files, folders or globs; local paths or ``s3a://`` URIs.
+        fmt: ``json``, ``csv``, ``parquet`` or ``tcf`` (see the module docstring).
+        batch_id: Id of this batch; default derived from the input files.
+        validate: Run the Great Expectations suite on the accepted events.
+
+    Returns:
+        The counts; ``read == accepted + quarantined + duplicates``.
+
+    Raises:
+        IngestError: Unknown format or no input file.
+        SchemaError: A Parquet input lacks the needed columns.
+    """
+    started = time.perf_counter()
+    if fmt not in FORMATS:
+        raise IngestError(f"unknown consent format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    paths = _as_list(inputs)
+    files = _list_input_files(spark, paths)
+    batch_id = batch_id or default_batch_id(fmt, files)
+    policy = cfg.policy()
+    ingested_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    max_ts = ingested_at + dt.timedelta(seconds=cfg.consent.max_future_skew_seconds)
+    for name in ("consent_events", "consent_quarantine"):
+        ensure_table(spark, cfg, name)
+    events_path = table_path(cfg, "consent_events")
+    app_id = f"{_TXN_PREFIX}{batch_id}"
+    already = delta_txn_version(spark, events_path, app_id) is not None
+
+    records_df = _records(spark, policy, fmt, [f for f, _, _ in files])
+    rows_df = classify_rows(records_df, policy, max_ts).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n_records, reasons, dates = _batch_counts(rows_df)
+        valid_df = rows_df.where(F.col("reason").isNull() & ~F.col("no_row"))
+        n_valid = reasons.pop("__valid__", 0)
+        new_df = valid_df.dropDuplicates(list(EVENT_KEY))
+        if dates:
+            new_df = new_df.join(_existing_keys(spark, cfg, dates, batch_id), list(EVENT_KEY), "left_anti")
+        events_df = _event_rows(new_df, batch_id, ingested_at).persist(StorageLevel.MEMORY_AND_DISK)
+        n_new = events_df.count()
+        expectations = None
+        if validate:
+            from ketch_spark.quality import validate_consent_events
+
+            expectations = validate_consent_events(events_df, policy, max_ts=max_ts)
+        _idempotent_append(events_df, events_path, batch_id)
+        _idempotent_append(
+            _quarantine_rows(rows_df.where(F.col("reason").isNotNull() & ~F.col("no_row")), batch_id, ingested_at),
+            table_path(cfg, "consent_quarantine"),
+            batch_id,
+        )
+        events_df.unpersist()
+    finally:
+        rows_df.unpersist()
+    quarantined = sum(reasons.values())
+    result = IngestResult(
+        batch_id=batch_id,
+        fmt=fmt,
+        inputs=tuple(paths),
+        records=n_records,
+        read=n_valid + quarantined,
+        accepted=n_new,
+        quarantined=quarantined,
+        duplicates=n_valid - n_new,
+        reasons=reasons,
+        expectations=expectations,
+        already_ingested=already,
+        ingested_at=ingested_at,
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("ingested batch %s: %s", batch_id, {k: v for k, v in result.summary().items() if k != "expectations"})
+    return result
+
+
+def _batch_counts(rows_df: DataFrame) -> tuple[int, dict[str, int], list[dt.date]]:
+    """In one job: records read, rows per reason (valid rows under ``__valid__``), dates of valid rows."""
+    group = F.when(F.col("no_row"), F.lit("__no_row__")).otherwise(F.coalesce("reason", F.lit("__valid__")))
+    counted = (
+        rows_df.groupBy(group.alias("r"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum((F.col("choice_index") == 0).cast("long")).alias("records"),
+            F.collect_set(F.to_date("event_ts")).alias("dates"),
+        )
+        .collect()
+    )
+    records = sum(int(row["records"]) for row in counted)
+    reasons = {row["r"]: int(row["rows"]) for row in counted if row["r"] != "__no_row__"}
+    dates = sorted({d for row in counted if row["r"] == "__valid__" for d in row["dates"]})
+    return records, reasons, dates
+
+
+def quarantine_breakdown(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None) -> DataFrame:
+    """Quarantined rows per (batch_id, reason), optionally for one batch; most frequent first."""
+    df = read_table(spark, cfg, "consent_quarantine")
+    if batch_id is not None:
+        df = df.where(F.col("batch_id") == batch_id)
+    return df.groupBy("batch_id", "reason").count().orderBy(F.desc("count"), "reason")

@@ -1,0 +1,210 @@
+"""Compaction: latest choice wins in any order, ties deny, bit 127, exactly once, incremental == full == oracle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+import yaml
+from chispa import assert_df_equality
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
+
+import ketch_spark.consent.compact as compact_module
+from ketch_spark.bitmap import bitmap_assign, has_bit, unpack_bits
+from ketch_spark.consent.compact import CompactError, applied_events_version, compact_consent, consent_rates
+from ketch_spark.consent.sources import append_events
+from ketch_spark.tables import read_table, table_version
+
+PURPOSES = {"alpha": (0, "consent"), "beta": (1, "legitimate_interest"), "omega": (127, "consent")}
+BITS = {name: bit for name, (bit, _) in PURPOSES.items()}
+T0 = dt.datetime(2026, 11, 1, 12)
+EVENT_SCHEMA = (
+    "org_id string, user_id string, purpose string, purpose_bit int, granted boolean, event_ts timestamp, "
+    "source string, batch_id string, ingested_at timestamp, event_date date"
+)
+
+
+@pytest.fixture(scope="module")
+def wide_cfg(spark, base_config, tmp_path_factory):
+    """A config whose policy has a purpose on bit 127 (two-word bitmaps)."""
+    root = tmp_path_factory.mktemp("compact")
+    policy_file = root / "policy.yaml"
+    policy_file.write_text(
+        yaml.safe_dump({"purposes": {n: {"bit": b, "legal_basis": basis} for n, (b, basis) in PURPOSES.items()}}),
+        encoding="utf-8",
+    )
+    cfg = base_config.with_warehouse(root / "warehouse")
+    from dataclasses import replace
+
+    return replace(cfg, policy_path=str(policy_file))
+
+
+def _events_df(spark, rows, batch_id):
+    """rows: (org, user, purpose, granted, minutes after T0)."""
+    data = [
+        (org, user, purpose, BITS[purpose], granted, T0 + dt.timedelta(minutes=m), "test", batch_id, T0,
+         (T0 + dt.timedelta(minutes=m)).date())
+        for org, user, purpose, granted, m in rows
+    ]
+    return spark.createDataFrame(data, EVENT_SCHEMA)
+
+
+def _append(spark, cfg, rows, batch_id):
+    append_events(spark, cfg, _events_df(spark, rows, batch_id), batch_id)
+
+
+def _state(spark, cfg, org=None):
+    """The state as plain values: {(org, user): ({bits granted}, {bits known}, {bit: ts})}."""
+    df = read_table(spark, cfg, "consent_state")
+    if org is not None:
+        df = df.where(F.col("org_id") == org)
+    rows = df.select("org_id", "user_id", unpack_bits("granted").alias("g"), unpack_bits("known").alias("k"), "purpose_ts").collect()
+    return {(r["org_id"], r["user_id"]): (set(r["g"]), set(r["k"]), dict(r["purpose_ts"])) for r in rows}
+
+
+def oracle(rows):
+    """Pure-Python state: latest event_ts per (org, user, bit) wins, a denial wins a tie."""
+    best: dict[tuple, tuple[int, bool]] = {}
+    for org, user, purpose, granted, minute in rows:
+        key = (org, user, BITS[purpose])
+        if key not in best or (minute, not granted) > (best[key][0], not best[key][1]):
+            best[key] = (minute, granted)
+    state: dict[tuple, tuple[set, set, dict]] = {}
+    for (org, user, bit), (minute, granted) in best.items():
+        g, k, ts = state.setdefault((org, user), (set(), set(), {}))
+        k.add(bit)
+        ts[bit] = T0 + dt.timedelta(minutes=minute)
+        if granted:
+            g.add(bit)
+    return state
+
+
+def test_semantics_exactly_once_and_failure_safety(spark, wide_cfg, monkeypatch):
+    cfg = wide_cfg
+    batch1 = [
+        ("o1", "u1", "alpha", True, 20),
+        ("o1", "u1", "alpha", False, 10),  # older, arrives after: loses
+        ("o1", "u1", "omega", True, 5),  # bit 127
+        ("o1", "u2", "beta", True, 30),
+        ("o1", "u2", "beta", False, 30),  # tie: the denial wins
+        ("o2", "u1", "alpha", False, 1),  # another org, same user id
+    ]
+    _append(spark, cfg, batch1, "b1")
+    first = compact_consent(spark, cfg)
+    assert first.committed and first.full and first.users_changed == 3 and first.events_read == 6
+    assert _state(spark, cfg) == oracle(batch1)
+    assert _state(spark, cfg)[("o1", "u1")][0] == {0, 127}
+
+    # the same events again (nothing new): no commit
+    version = table_version(spark, cfg, "consent_state")
+    again = compact_consent(spark, cfg)
+    assert not again.committed and table_version(spark, cfg, "consent_state") == version
+
+    batch2 = [
+        ("o1", "u1", "alpha", False, 0),  # older than the state: no change
+        ("o1", "u1", "omega", False, 5),  # tie with the stored grant: the denial wins
+        ("o1", "u2", "beta", True, 29),  # older than the stored denial
+        ("o1", "u3", "alpha", True, 40),  # a new user
+    ]
+    _append(spark, cfg, batch2, "b2")
+
+    # a compaction that dies while writing leaves the state as it was
+    real_source = compact_module._merge_source
+
+    def failing_source(rows_df):
+        stamp = F.when(F.spark_partition_id() >= 0, F.raise_error("injected")).otherwise(F.col("updated_at"))
+        return real_source(rows_df).withColumn("updated_at", stamp)
+
+    monkeypatch.setattr(compact_module, "_merge_source", failing_source)
+    with pytest.raises(Exception, match="injected"):
+        compact_consent(spark, cfg)
+    monkeypatch.setattr(compact_module, "_merge_source", real_source)
+    assert table_version(spark, cfg, "consent_state") == version
+    assert _state(spark, cfg) == oracle(batch1)
+
+    second = compact_consent(spark, cfg, batch_id="b2")
+    assert second.committed and not second.full
+    assert (second.events_read, second.users_touched, second.users_changed, second.inserted) == (4, 3, 2, 1)
+    assert _state(spark, cfg) == oracle(batch1 + batch2)
+    applied = applied_events_version(spark, cfg)
+    assert applied == table_version(spark, cfg, "consent_events")
+
+    # applying the same batch twice, by id or not, changes nothing
+    version = table_version(spark, cfg, "consent_state")
+    assert not compact_consent(spark, cfg, batch_id="b2").committed
+    assert not compact_consent(spark, cfg, batch_id="b1").committed
+    assert table_version(spark, cfg, "consent_state") == version
+    with pytest.raises(CompactError):
+        compact_consent(spark, cfg, batch_id="never-ingested")
+
+    # a batch whose events change nothing still advances the applied version, without touching rows
+    _append(spark, cfg, [("o1", "u1", "alpha", True, 20)], "b3")
+    third = compact_consent(spark, cfg)
+    assert third.committed and third.users_touched == 1 and third.users_changed == 0
+    assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")
+
+    def comparable(df):
+        return df.select("org_id", "user_id", "granted", "known", F.map_entries("purpose_ts").alias("purpose_ts"))
+
+    incremental_df = comparable(read_table(spark, cfg, "consent_state")).localCheckpoint()
+    rebuilt = compact_consent(spark, cfg, full=True)
+    assert rebuilt.full and rebuilt.users_changed == 4
+    assert_df_equality(comparable(read_table(spark, cfg, "consent_state")), incremental_df, ignore_row_order=True)
+
+    rates = {r["purpose"]: r for r in consent_rates(spark, cfg).collect()}
+    # alpha: o1/u1 granted, o1/u3 granted, o2/u1 denied; o1/u2 never chose (consent: not allowed)
+    assert (rates["alpha"]["users_known"], rates["alpha"]["users_granted"], rates["alpha"]["users_allowed"]) == (3, 2, 2)
+    # beta (legitimate interest): only o1/u2 objected; the 3 others never chose and are allowed
+    assert (rates["beta"]["users_known"], rates["beta"]["users_granted"], rates["beta"]["users_allowed"]) == (1, 0, 3)
+    assert rates["omega"]["users_granted"] == 0 and rates["beta"]["rate"] == pytest.approx(0.75)
+
+
+_counter = itertools.count()
+event = st.tuples(
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.sampled_from(sorted(BITS)),
+    st.booleans(),
+    st.integers(min_value=0, max_value=6),  # few distinct times: many ties
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(event, min_size=1, max_size=14),
+    cuts=st.lists(st.integers(min_value=0, max_value=14), max_size=2),
+    data=st.data(),
+)
+def test_incremental_equals_full_equals_oracle(spark, wide_cfg, history, cuts, data):
+    cfg = wide_cfg
+    org = f"p{next(_counter)}"
+    rows = [(org, user, purpose, granted, minute) for user, purpose, granted, minute in history]
+    # duplicates and arrival order: replay a random sample, then shuffle
+    rows = data.draw(st.permutations(rows + data.draw(st.lists(st.sampled_from(rows), max_size=3))))
+    bounds = sorted({0, len(rows), *[c for c in cuts if c < len(rows)]})
+    for i, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        _append(spark, cfg, rows[start:end], f"{org}-{i}")
+        compact_consent(spark, cfg)
+    expected = oracle(rows)
+    assert _state(spark, cfg, org) == expected
+    compact_consent(spark, cfg, full=True)
+    assert _state(spark, cfg, org) == expected
+
+
+def test_bitmap_helpers_with_null_rows(spark):
+    df = spark.createDataFrame(
+        [
+            ([5, 0], 0, [(1, True), (0, False)]),
+            ([5, 0], 2, [(127, True), (64, None)]),
+            ([0, -(1 << 63)], 127, [(127, False), (3, True)]),
+            ([1], 64, None),
+            (None, 0, [(1, True)]),
+            ([1, 0], None, [(None, True)]),
+        ],
+        "bitmap array<bigint>, bit int, assign array<struct<bit:int,value:boolean>>",
+    )
+    rows = df.select(has_bit("bitmap", "bit").alias("has"), unpack_bits(bitmap_assign("bitmap", "assign", 2)).alias("bits")).collect()
+    assert [r["has"] for r in rows] == [True, True, True, False, None, None]
+    assert [r["bits"] for r in rows] == [[1, 2], [0, 2, 127], [3], [0], None, [0]]

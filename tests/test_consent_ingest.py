@@ -1,0 +1,219 @@
+"""Consent ingest: every format, every quarantine reason, duplicates, idempotent re-ingest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from ketch_spark.consent.sources import IngestError, ingest_consent, quarantine_breakdown
+from ketch_spark.errors import SchemaError
+from ketch_spark.tables import read_table
+from tcf_encode import encode_tc
+
+ORG = "0xDEADC0DE"
+NOW = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _line(**fields) -> str:
+    return json.dumps(fields)
+
+
+JSON_LINES = [
+    # valid: a signature and a single choice, plus a within-batch duplicate of the single choice
+    _line(org_id=ORG, user_id="u-1", ts="2026-11-20T10:00:00Z", purposes={"analytics": True, "advertising": False}, source="api"),
+    _line(org_id=ORG, user_id="u-2", ts="2026-11-20T11:00:00Z", purpose="email_marketing", granted=True, source="js_tag"),
+    _line(org_id=ORG, user_id="u-2", ts="2026-11-20T11:00:00Z", purpose="email_marketing", granted=True, source="ios_sdk"),
+    # a signature with one good, one unknown, one retired and one non-boolean choice
+    _line(org_id=ORG, user_id="u-3", ts="2026-11-20T12:00:00Z",
+          purposes={"personalization": True, "telepathy": True, "legacy_profiling": True, "analytics": "yes"}),
+    '{"org_id": "0xDEADC0DE", "user_id": "u-4", "ts": "2026-11-20T1',
+    "[1, 2, 3]",
+    _line(user_id="u-5", ts="2026-11-20T10:00:00Z", purposes={"analytics": True}),
+    _line(org_id="  ", user_id="u-5", ts="2026-11-20T10:00:00Z", purposes={"analytics": True}),
+    _line(org_id=ORG, ts="2026-11-20T10:00:00Z", purposes={"analytics": True}),
+    _line(org_id=ORG, user_id="u-6", ts="last tuesday", purposes={"analytics": True}),
+    _line(org_id=ORG, user_id="u-7", purposes={"analytics": True}),
+    _line(org_id=ORG, user_id="u-8", ts="2099-01-01T00:00:00Z", purposes={"analytics": True}),
+    _line(org_id=ORG, user_id="u-9", ts="2026-11-20T10:00:00Z", purposes={}),
+    "",
+]
+EXPECTED_JSON_REASONS = {
+    "unknown_purpose": 1,
+    "retired_purpose": 1,
+    "invalid_choice": 1,
+    "malformed_record": 3,
+    "missing_org_id": 2,
+    "missing_user_id": 1,
+    "invalid_timestamp": 2,
+    "future_timestamp": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def env(spark, base_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ingest")
+    return root, base_config.with_warehouse(root / "warehouse")
+
+
+def _write(path: Path, lines: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _events(spark, cfg, batch_id):
+    return read_table(spark, cfg, "consent_events").where(F.col("batch_id") == batch_id)
+
+
+def test_json_reasons_counts_duplicates_and_reingest(spark, env):
+    root, cfg = env
+    path = _write(root / "raw" / "day1" / "consent.jsonl", JSON_LINES)
+
+    first = ingest_consent(spark, cfg, path, fmt="json")
+    assert first.read == first.accepted + first.quarantined + first.duplicates
+    assert first.records == len(JSON_LINES) - 1  # the blank line is no record
+    assert first.reasons == EXPECTED_JSON_REASONS
+    assert (first.accepted, first.duplicates) == (4, 1)
+    assert first.batch_id.startswith("b-") and not first.already_ingested
+    assert first.expectations["success"] is True and first.expectations["rows_validated"] == 4
+    json.dumps(first.summary())
+
+    expected = spark.createDataFrame(
+        [
+            (ORG, "u-1", "analytics", 1, True, dt.datetime(2026, 11, 20, 10)),
+            (ORG, "u-1", "advertising", 3, False, dt.datetime(2026, 11, 20, 10)),
+            (ORG, "u-2", "email_marketing", 4, True, dt.datetime(2026, 11, 20, 11)),
+            (ORG, "u-3", "personalization", 2, True, dt.datetime(2026, 11, 20, 12)),
+        ],
+        "org_id string, user_id string, purpose string, purpose_bit int, granted boolean, event_ts timestamp",
+    )
+    stored = _events(spark, cfg, first.batch_id)
+    assert_df_equality(stored.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+    assert stored.where(F.to_date("event_ts") != F.col("event_date")).count() == 0
+
+    quarantine = read_table(spark, cfg, "consent_quarantine").where(F.col("batch_id") == first.batch_id)
+    raws = {r["raw"] for r in quarantine.collect()}
+    assert JSON_LINES[4] in raws and "[1, 2, 3]" in raws
+    assert quarantine.where(F.col("source_file").endswith("consent.jsonl")).count() == first.quarantined
+    breakdown = {r["reason"]: r["count"] for r in quarantine_breakdown(spark, cfg, first.batch_id).collect()}
+    assert breakdown == EXPECTED_JSON_REASONS
+
+    # same files again: same batch id, nothing written twice
+    again = ingest_consent(spark, cfg, path, fmt="json", validate=False)
+    assert again.batch_id == first.batch_id and again.already_ingested
+    assert (again.accepted, again.quarantined, again.duplicates) == (first.accepted, first.quarantined, first.duplicates)
+    assert read_table(spark, cfg, "consent_events").count() == 4
+    assert read_table(spark, cfg, "consent_quarantine").count() == first.quarantined
+
+    # the same content under another file name is another batch: every valid row is a duplicate
+    copy = root / "raw" / "day1-copy" / "consent.jsonl"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    other = ingest_consent(spark, cfg, str(copy), fmt="json", validate=False)
+    assert other.batch_id != first.batch_id
+    assert (other.accepted, other.duplicates) == (0, 5)
+    assert other.read == other.accepted + other.quarantined + other.duplicates
+    assert read_table(spark, cfg, "consent_events").count() == 4
+
+
+def test_csv_parquet_and_errors(spark, env):
+    root, cfg = env
+    csv = _write(
+        root / "raw" / "csv" / "consent.csv",
+        [
+            "org_id,user_id,ts,purpose,granted,source",
+            f"{ORG},c-1,2026-11-21T08:00:00Z,analytics,true,file_drop",
+            f"{ORG},c-1,2026-11-21T08:00:00Z,advertising,FALSE,file_drop",
+            f"{ORG},c-2,2026-11-21T08:00:00Z,analytics,maybe,file_drop",
+            f",c-3,2026-11-21T08:00:00Z,analytics,true,file_drop",
+            f"{ORG},,2026-11-21T08:00:00Z,analytics,true,file_drop",
+            f"{ORG},c-4,soon,analytics,true,file_drop",
+            f"{ORG},c-5,2099-01-01T00:00:00Z,analytics,true,file_drop",
+            f"{ORG},c-6,2026-11-21T08:00:00Z,telepathy,true,file_drop",
+            f'{ORG},c-7,2026-11-21T08:00:00Z,analytics,true,file_drop,"unterminated',
+        ],
+    )
+    result = ingest_consent(spark, cfg, csv, fmt="csv", batch_id="csv-1", validate=False)
+    assert result.batch_id == "csv-1"
+    assert (result.read, result.accepted, result.duplicates) == (9, 2, 0)
+    assert result.reasons == {
+        "invalid_choice": 1, "missing_org_id": 1, "missing_user_id": 1, "invalid_timestamp": 1,
+        "future_timestamp": 1, "unknown_purpose": 1, "malformed_record": 1,
+    }
+
+    parquet_path = str(root / "raw" / "parquet")
+    spark.createDataFrame(
+        [
+            (ORG, "p-1", dt.datetime(2026, 11, 22, 9), "analytics", True, "api"),
+            (ORG, "p-2", dt.datetime(2026, 11, 22, 9), "telepathy", False, "api"),
+            (ORG, "p-3", dt.datetime(2026, 11, 22, 9), "advertising", None, "api"),
+        ],
+        "org_id string, user_id string, ts timestamp, purpose string, granted boolean, source string",
+    ).write.parquet(parquet_path)
+    parquet = ingest_consent(spark, cfg, parquet_path, fmt="parquet", validate=False)
+    assert (parquet.accepted, parquet.reasons) == (1, {"unknown_purpose": 1, "invalid_choice": 1})
+    stored = _events(spark, cfg, parquet.batch_id).select("user_id", "purpose", "granted", "event_ts").collect()
+    assert [tuple(r) for r in stored] == [("p-1", "analytics", True, dt.datetime(2026, 11, 22, 9))]
+
+    with pytest.raises(IngestError):
+        ingest_consent(spark, cfg, csv, fmt="xml")
+    with pytest.raises(IngestError):
+        ingest_consent(spark, cfg, str(root / "raw" / "nothing-here"), fmt="json")
+    bad_parquet = str(root / "raw" / "bad-parquet")
+    spark.createDataFrame([(1,)], "x int").write.parquet(bad_parquet)
+    with pytest.raises(SchemaError):
+        ingest_consent(spark, cfg, bad_parquet, fmt="parquet")
+
+
+def test_tcf_records(spark, env, policy):
+    root, cfg = env
+    updated = dt.datetime(2026, 11, 23, 7, 30)
+    all_granted = encode_tc(created=updated, last_updated=updated, purposes_consent=set(range(1, 11)))
+    analytics_only = encode_tc(created=updated, last_updated=updated, purposes_consent={1, 8, 9},
+                               purposes_li={10})
+    lines = [
+        _line(org_id=ORG, user_id="t-1", tc_string=all_granted, source="js_tag"),
+        _line(org_id=ORG, user_id="t-2", tc_string=analytics_only, us_privacy="1YYN", ts="2026-11-23T09:00:00Z"),
+        _line(org_id=ORG, user_id="t-3", us_privacy="1NNN", ts="2026-11-23T09:00:00Z"),
+        _line(org_id=ORG, user_id="t-4", us_privacy="1---", ts="2026-11-23T09:00:00Z"),
+        _line(org_id=ORG, user_id="t-5", tc_string="not*base64"),
+        _line(org_id=ORG, user_id="t-6", tc_string="BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"),  # TCF v1: unsupported
+        _line(org_id=ORG, user_id="t-7", us_privacy="2YNN", ts="2026-11-23T09:00:00Z"),
+        _line(org_id=ORG, user_id="t-8", us_privacy="1YNN"),
+        _line(org_id=ORG, user_id="t-9"),
+    ]
+    result = ingest_consent(spark, cfg, _write(root / "raw" / "tcf" / "signals.jsonl", lines), fmt="tcf", validate=True)
+    assert result.reasons == {"invalid_tc_string": 2, "invalid_us_privacy": 1, "invalid_timestamp": 1, "malformed_record": 1}
+    assert result.expectations["success"] is True
+    got = {
+        (r["user_id"], r["purpose"]): (r["granted"], r["event_ts"])
+        for r in _events(spark, cfg, result.batch_id).collect()
+    }
+    usp_ts = dt.datetime(2026, 11, 23, 9)
+    expected = {
+        ("t-1", "strictly_necessary"): (True, updated),
+        ("t-1", "advertising"): (True, updated),
+        ("t-1", "personalization"): (True, updated),
+        ("t-1", "analytics"): (True, updated),
+        ("t-1", "product_improvement"): (True, updated),
+        ("t-2", "strictly_necessary"): (True, updated),
+        ("t-2", "advertising"): (False, updated),
+        ("t-2", "personalization"): (False, updated),
+        ("t-2", "analytics"): (True, updated),
+        ("t-2", "product_improvement"): (True, updated),  # legitimate interest: LI transparency bit set
+        ("t-2", "data_sale"): (False, usp_ts),
+        ("t-3", "data_sale"): (True, usp_ts),  # 'N': only legitimate-interest purposes are granted
+    }
+    # t-2's advertising: denied by the TC string (LastUpdated) and by the US opt-out (ts): two events
+    assert {k: v for k, v in got.items() if k != ("t-2", "advertising")} == {
+        k: v for k, v in expected.items() if k != ("t-2", "advertising")
+    }
+    advertising_t2 = _events(spark, cfg, result.batch_id).where("user_id = 't-2' AND purpose = 'advertising'")
+    assert sorted(r["event_ts"] for r in advertising_t2.collect()) == [updated, usp_ts]
+    assert result.read == result.accepted + result.quarantined + result.duplicates == 13 + 5
