@@ -43,6 +43,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from py4j.protocol import Py4JError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -98,6 +99,10 @@ _ID_TYPES = (T.StringType, T.LongType, T.IntegerType, T.ShortType, T.ByteType)
 
 _last_info: FilterInfo | None = None
 _last_info_lock = threading.Lock()
+#: Row counts and key-set sizes of state versions already measured by this process.
+_MEASURE_CACHE_SIZE = 256
+_measure_cache: dict[tuple[Any, ...], Any] = {}
+_measure_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class FilterInfo:
         key_set_rows: Rows behind that estimate (state rows for an upper bound,
             key rows for an exact scan).
         estimate_source: ``state_rows_upper_bound`` (from the state's row count,
-            which Delta answers from its log) or ``key_set_scan`` (measured).
+            which Delta answers from its log, remembered per version) or
+            ``key_set_scan`` (measured).
         broadcast_max_bytes: The bound the estimate was compared with.
         consent_version: Delta version of ``consent/state`` that was read; ``None``
             when the state was passed as a DataFrame.
@@ -161,7 +167,7 @@ def _require_state_columns(state_df: DataFrame) -> None:
         )
 
 
-def key_condition(purpose: Purpose) -> Column:
+def _key_condition(purpose: Purpose) -> Column:
     """The state rows in a purpose's key set: grants (consent basis) or objections (legitimate interest)."""
     granted = F.coalesce(has_purpose("granted", purpose.bit), F.lit(False))
     known = F.coalesce(has_purpose("known", purpose.bit), F.lit(False))
@@ -179,7 +185,7 @@ def consent_key_set(state_df: DataFrame, purpose: Purpose) -> DataFrame:
         SchemaError: ``state_df`` lacks org_id, user_id, granted or known.
     """
     _require_state_columns(state_df)
-    return state_df.where(key_condition(purpose)).select("org_id", "user_id")
+    return state_df.where(_key_condition(purpose)).select("org_id", "user_id")
 
 
 def _padded(length: Column) -> Column:
@@ -204,18 +210,23 @@ class _Estimate:
     source: str
 
 
-def _estimate_key_set(state_rows: Callable[[], int], key_df: DataFrame, bound: int) -> _Estimate:
+def _estimate_key_set(snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, bound: int) -> _Estimate:
     """Estimates the key set's size, cheaply when possible.
 
     First an upper bound from the number of state rows (a Delta table answers the
     count from its log, without reading data); when that bound exceeds the
     broadcast limit the key set itself is measured with one scan of the state.
+    Both are remembered per state version when the state is the Delta table.
     """
-    rows = state_rows()
+    rows = snapshot.row_count()
     upper = rows * _UPPER_ROW_BYTES
     if upper <= bound:
         return _Estimate(rows, upper, UPPER_BOUND_ESTIMATE)
-    key_rows, size = _measure_key_set(key_df)
+    if snapshot.location is None:
+        key_rows, size = _measure_key_set(key_df)
+    else:
+        key = (snapshot.location, snapshot.version, purpose.bit, purpose.legal_basis)
+        key_rows, size = _remembered(key, lambda: _measure_key_set(key_df))
     return _Estimate(key_rows, size, KEY_SET_SCAN)
 
 
@@ -236,7 +247,32 @@ class _Snapshot:
 
 
 def _latest_version(spark: SparkSession, cfg: KetchConfig) -> int:
-    return int(delta_table(spark, cfg, STATE_TABLE).history(1).select("version").head()[0])
+    """Current version of consent/state, from the Delta log without a Spark job when possible.
+
+    Raises:
+        TableNotFoundError: consent/state does not exist.
+    """
+    table = delta_table(spark, cfg, STATE_TABLE)
+    try:
+        jvm = spark.sparkContext._jvm
+        log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table_path(cfg, STATE_TABLE))
+        return int(log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version())
+    except Py4JError:  # another Delta build: the public (slower) history API
+        logger.debug("DeltaLog.update unavailable; reading the version from the table history")
+        return int(table.history(1).select("version").head()[0])
+
+
+def _remembered(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """``compute()`` memoised under ``key`` (a table location and version: a Delta version never changes)."""
+    with _measure_cache_lock:
+        if key in _measure_cache:
+            return _measure_cache[key]
+    value = compute()
+    with _measure_cache_lock:
+        if len(_measure_cache) >= _MEASURE_CACHE_SIZE:
+            _measure_cache.pop(next(iter(_measure_cache)))
+        _measure_cache[key] = value
+    return value
 
 
 def _version_at(spark: SparkSession, cfg: KetchConfig, timestamp: str) -> int:
@@ -290,7 +326,7 @@ def _table_snapshot(spark: SparkSession, cfg: KetchConfig, as_of: int | str | dt
     location = table_path(cfg, STATE_TABLE)
     version = _resolve_version(spark, cfg, as_of)
     state_df = read_table(spark, cfg, STATE_TABLE, version=version)
-    return _Snapshot(state_df, version, location, state_df.count)
+    return _Snapshot(state_df, version, location, lambda: _remembered((location, version), state_df.count))
 
 
 def _frame_snapshot(consent: DataFrame) -> _Snapshot:
@@ -408,7 +444,7 @@ class ConsentFilter:
         org_id, user_id = _id_column(df, org), _id_column(df, user)
         snapshot = self._snapshot(df.sparkSession)
         key_df = consent_key_set(snapshot.state_df, self.purpose)
-        estimate = _estimate_key_set(snapshot.row_count, key_df, self._broadcast_max_bytes)
+        estimate = _estimate_key_set(snapshot, self.purpose, key_df, self._broadcast_max_bytes)
         strategy = BROADCAST if estimate.size <= self._broadcast_max_bytes else SHUFFLE
         join = SEMI_JOIN if self.purpose.legal_basis == "consent" else ANTI_JOIN
         keys = _hinted(key_df.select(F.col("org_id").alias(_KEY_ORG), F.col("user_id").alias(_KEY_USER)), strategy)
@@ -755,12 +791,11 @@ def register_consent_views(
     chosen = [policy.purpose(name) for name in purposes] if purposes is not None else list(policy.active)
     snapshot = _table_snapshot(spark, cfg, as_of)
     bound = cfg.filter.broadcast_max_bytes
-    state_rows = functools.lru_cache(maxsize=1)(snapshot.row_count)
     views: dict[str, str] = {}
     strategies: dict[str, str] = {}
     for item in chosen:
         key_df = consent_key_set(snapshot.state_df, item)
-        estimate = _estimate_key_set(state_rows, key_df, bound)
+        estimate = _estimate_key_set(snapshot, item, key_df, bound)
         strategy = BROADCAST if estimate.size <= bound else SHUFFLE
         _hinted(key_df, strategy).createOrReplaceTempView(view_name(item))
         views[item.name] = view_name(item)
