@@ -345,10 +345,11 @@ def _write_lake(spark, root: Path) -> None:
     pq.write_to_dataset(events_table, str(root / "events"), partition_cols=["event_date"])
     logs = root / "raw" / "logs"
     logs.mkdir(parents=True)
-    for part, (name, email) in enumerate([("Jane Doe", "jane.doe@example.com"), ("Bob Smith", "bob.smith@example.org")]):
+    people = [("Jane Doe", "jane.doe@example.com"), ("Bob Smith", "bob.smith@example.org")]
+    for part, (name, email) in enumerate(people):
         record = {
             "ts": f"2026-11-0{part + 1}T10:00:00Z",
-            "user": {"id": f"u-{part + 1}", "contact": {"email": email}},
+            "user": {"id": f"u-{part + 1}", "name": name, "contact": {"email": email}},
             "payload": json.dumps({"client": {"ip": f"10.0.0.{part + 1}"}}),
             "items": [{"sku": "SKU-1", "card_number": "4111 1111 1111 1111"}],
             "note": "thanks",

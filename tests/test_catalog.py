@@ -103,9 +103,11 @@ def test_first_scan_finds_the_seeded_personal_columns(scanned):
     assert {("events", "idfa"), ("profiles", "device.idfa")} <= _found(personal, identity_type="device_id")
     assert {("customers", "phone"), ("public.customers", "phone")} <= _found(personal, identity_type="phone")
     assert ("logs", "items.card_number") in _found(personal, category="credit_card")
+    assert ("logs", "user.name") in _found(personal, category="person_name")
     assert ("logs", "payload.client.ip") in _found(personal, category="ip_address")
     s3_personal = _found(catalog.search(system="s3").collect())
-    assert {("exports", c) for c in ("first_name", "last_name", "gender", "age_range", "income_band", "dob")} <= s3_personal
+    exported = ("first_name", "last_name", "gender", "age_range", "income_band", "dob")
+    assert {("exports", c) for c in exported} <= s3_personal
     assert ("exports", "dob") in _found(personal, system="s3", category="date_of_birth")
     assert ("exports", "dob") not in _found(personal, system="file")  # excluded by the override
     assert not {("events", "order_number"), ("public.orders", "order_number"), ("exports", "content_sha256")} & \

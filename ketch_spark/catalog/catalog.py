@@ -245,7 +245,8 @@ class AssetCatalog:
                     classified: dict[str, list[ColumnClass]], result: ScanResult) -> dict[str, Any]:
         if asset.error is not None:
             return self._error_row(asset, prev, now, asset.error, result)
-        if prev is not None and prev["status"] == _OK and asset.fingerprint and prev["fingerprint"] == asset.fingerprint:
+        unchanged = asset.fingerprint is not None and prev is not None and prev["fingerprint"] == asset.fingerprint
+        if unchanged and prev["status"] == _OK:
             result.unchanged += 1
             return {**prev, "scanned_at": now}
         try:

@@ -358,8 +358,12 @@ def _is_card(v: str) -> bool:
     digits = re.sub(r"[\s\-]", "", v)
     if not digits.isdigit() or not 13 <= len(digits) <= 19:
         return False
-    known_prefix = digits[0] == "4" or digits[:2] in {"34", "37", "51", "52", "53", "54", "55", "36", "38", "65", "35"} \
-        or digits[:4] == "6011" or 2221 <= int(digits[:4]) <= 2720
+    known_prefix = (
+        digits[0] == "4"
+        or digits[:2] in {"34", "37", "51", "52", "53", "54", "55", "36", "38", "65", "35"}
+        or digits[:4] == "6011"
+        or 2221 <= int(digits[:4]) <= 2720
+    )
     return known_prefix and luhn_valid(digits)
 
 
@@ -468,7 +472,7 @@ def _candidates(path: str, values: list[Any]) -> list[_Candidate]:
                         share(_is_email) if not numeric else 0.0, n_all))
     if email_name or "hem" in name.tokens:
         hex64, hex32 = share(lambda v: bool(_HEX64.match(v))), share(lambda v: bool(_HEX32.match(v)))
-        strength = 0.6 if hash_name and ("sha256" in name.tokens or "sha" in name.tokens or "hash" in name.tokens) else 0.0
+        strength = 0.6 if hash_name and name.has({"sha256", "sha", "hash"}) else 0.0
         out.append(_combine("email_sha256", strength if "md5" not in name.tokens else 0.0, hex64, n_all))
         out.append(_combine("email_md5", 0.6 if "md5" in name.tokens else 0.0, hex32, n_all))
     phone_name = name.has(_PHONE_WORDS)
@@ -634,7 +638,9 @@ def _walk(value: Any, path: str, sink: dict[str, list[Any]], types: dict[str, st
     sink.setdefault(path, []).append(value)
 
 
-def leaf_values(rows: Iterable[Mapping[str, Any] | T.Row], schema: T.StructType | None = None) -> dict[str, tuple[str, list[Any]]]:
+def leaf_values(
+    rows: Iterable[Mapping[str, Any] | T.Row], schema: T.StructType | None = None
+) -> dict[str, tuple[str, list[Any]]]:
     """Every leaf path of the rows with its type and values.
 
     Structs and map keys extend the path; arrays contribute their elements to the

@@ -195,7 +195,9 @@ def _decoy(name: str, salt: str) -> Column:
     raise ValueError(f"unknown decoy {name!r}")
 
 
-def corpus_table(spark: SparkSession, name: str, rows: int, seed: int = 0, cards: list[str] | None = None) -> CorpusTable:
+def corpus_table(
+    spark: SparkSession, name: str, rows: int, seed: int = 0, cards: list[str] | None = None
+) -> CorpusTable:
     """One labelled table of ``rows`` rows; ``seed`` picks its columns, names and nesting."""
     rng = random.Random(f"{name}:{seed}")
     cards = cards or valid_card_numbers(200, seed)
@@ -215,7 +217,9 @@ def corpus_table(spark: SparkSession, name: str, rows: int, seed: int = 0, cards
     return _assemble(spark, name, rows, fields)
 
 
-def _assemble(spark: SparkSession, name: str, rows: int, fields: list[tuple[str, Column, str | None, str]]) -> CorpusTable:
+def _assemble(
+    spark: SparkSession, name: str, rows: int, fields: list[tuple[str, Column, str | None, str]]
+) -> CorpusTable:
     top, struct_fields, array_fields, map_fields, json_fields = [], [], [], [], []
     labels: dict[str, str | None] = {}
     for column, expr, category, container in fields:

@@ -147,9 +147,11 @@ class DynamoDbConnector(Connector):
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - endpoint unreachable, access denied
-            raise ConnectorError(f"cannot list DynamoDB tables in {region}: {describe_error(exc, self.secrets())}") from None
+            reason = describe_error(exc, self.secrets())
+            raise ConnectorError(f"cannot list DynamoDB tables in {region}: {reason}") from None
         if not names:
-            raise ConnectorError(f"empty source: no DynamoDB table in {region}" + (f" named {prefix}*" if prefix else ""))
+            named = f" named {prefix}*" if prefix else ""
+            raise ConnectorError(f"empty source: no DynamoDB table in {region}{named}")
         return [self._table_asset(client, region, name) for name in names]
 
     def _table_asset(self, client: Any, region: str, name: str) -> Asset:

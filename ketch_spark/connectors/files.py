@@ -114,7 +114,10 @@ class FileConnector(Connector):
         while iterator.hasNext():
             status = iterator.next()
             full = str(status.getPath().toString())
-            relative = full[len(qualified_base):].lstrip("/") if full.startswith(qualified_base) else status.getPath().getName()
+            if full.startswith(qualified_base):
+                relative = full[len(qualified_base):].lstrip("/")
+            else:
+                relative = status.getPath().getName()
             if any(_hidden(part) for part in relative.split("/")):
                 continue
             entries.append(_Entry(f"{base}/{relative}", status.getPath().getName(), False, int(status.getLen()),
@@ -222,7 +225,9 @@ class FileConnector(Connector):
             },
         )
 
-    def _loose_files_asset(self, uri: str, name: str, files: list[_Entry], fmt: str | None, single: bool) -> Asset | None:
+    def _loose_files_asset(
+        self, uri: str, name: str, files: list[_Entry], fmt: str | None, single: bool
+    ) -> Asset | None:
         if fmt is None or not files:
             return None
         if single:

@@ -231,7 +231,8 @@ class JdbcConnector(Connector):
         try:
             tables, columns, primary_keys, stats = self._metadata(source)
         except Exception as exc:  # noqa: BLE001 - connection refused, auth failure, timeouts
-            raise ConnectorError(f"cannot read the catalog of {source.url}: {describe_error(exc, self.secrets())}") from None
+            reason = describe_error(exc, self.secrets())
+            raise ConnectorError(f"cannot read the catalog of {source.url}: {reason}") from None
         columns_of: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         for schema, table, column, data_type, nullable in columns:
             columns_of.setdefault((schema, table), []).append((column, data_type, nullable))
@@ -246,7 +247,8 @@ class JdbcConnector(Connector):
             if self._selected(source, narrowing, schema, table)
         ]
         if not assets:
-            raise ConnectorError(f"empty source: no readable table in {source.url}" + (f"/{narrowing}" if narrowing else ""))
+            where = source.url + (f"/{narrowing}" if narrowing else "")
+            raise ConnectorError(f"empty source: no readable table in {where}")
         logger.info("discovered %d table(s) in %s", len(assets), source.url)
         return assets
 
