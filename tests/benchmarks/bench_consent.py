@@ -10,6 +10,10 @@ then one new day.
 (a) incremental compaction of the new day vs a full rebuild (31 days), ratio;
 (b) incremental compaction of one day after 30 days vs after 10 days, ratio;
 (c) decoding TC strings: a Python UDF with iab-tcf vs native expressions, ratio.
+
+(c) runs a Python UDF: Spark's Python workers must import iab_tcf and pyarrow,
+so run it with the project's interpreter, e.g.
+``PYSPARK_PYTHON=.venv/bin/python .venv/bin/python tests/benchmarks/run.py consent``.
 """
 
 from __future__ import annotations
