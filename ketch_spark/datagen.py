@@ -316,10 +316,11 @@ def generate_profiles(spark: SparkSession, *, n_users: int, n_orgs: int = 5, see
 def generate_raw_logs(
     spark: SparkSession, *, n_rows: int, n_users: int, n_orgs: int = 5, seed: int = 7, end: dt.date = dt.date(2026, 11, 26)
 ) -> DataFrame:
-    """Raw web/app logs as JSON lines (column ``value``) holding user ids, IPs and, on logins, emails.
+    """Raw web/app log records holding user ids, IPs and, on logins, emails.
 
-    Each line: ts, org_id, user_id, event, page, and a nested ``context`` object
-    with device_id, ip and user_agent; login lines carry ``email``.
+    Columns: ts, org_id, user_id, event, page, email (null except on logins) and
+    a nested ``context`` struct with device_id, ip and user_agent. Written with
+    ``DataFrame.write.json`` each record is one JSON line and null emails are left out.
     """
     user_index = F.floor(_uniform(seed, "log-user") * n_users).cast("long")
     rows = spark.range(n_rows).select("id", user_index.alias("user_index"))
@@ -329,7 +330,7 @@ def generate_raw_logs(
     is_login = _uniform(seed, "login") < 0.05
     seconds = (_uniform(seed, "log-ts") * 86400 * 7).cast("long")
     end_ts = F.lit(dt.datetime.combine(end, dt.time()).isoformat()).cast("timestamp")
-    record = F.struct(
+    return rows.select(
         _ts_string(F.timestamp_seconds(F.unix_seconds(end_ts) - seconds)).alias("ts"),
         _org_of_user(n_orgs, F.col("user_index")).alias("org_id"),
         _user_id(F.col("user_index")).alias("user_id"),
@@ -342,7 +343,6 @@ def generate_raw_logs(
             _pick(("Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (iPhone)", "okhttp/4.12"), _uniform(seed, "ua")).alias("user_agent"),
         ).alias("context"),
     )
-    return rows.select(F.to_json(record).alias("value"))
 
 
 def generate_demo_data(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, seed: int = 7) -> dict[str, str]:
@@ -371,5 +371,5 @@ def generate_demo_data(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 
     profiles.write.mode("overwrite").partitionBy("org_id").parquet(paths["profiles_parquet"])
     generate_raw_logs(spark, n_rows=n_users * 5, n_users=n_users, seed=seed).write.mode("overwrite").option(
         "compression", "gzip"
-    ).text(paths["logs"])
+    ).json(paths["logs"])
     return paths

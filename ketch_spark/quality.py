@@ -54,6 +54,26 @@ def consent_events_expectations(policy: Policy, max_ts: dt.datetime) -> list[Any
     return expectations
 
 
+def _quiet_ge_loggers() -> None:
+    """GE sets some of its loggers to INFO itself (one per ephemeral docs site made); WARNING is enough."""
+    ge_logger = logging.getLogger("great_expectations")
+    if ge_logger.level == logging.NOTSET:
+        ge_logger.setLevel(logging.WARNING)
+    for name, child in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(child, logging.Logger) and 0 < child.level < logging.WARNING:
+            child.setLevel(logging.WARNING)
+
+
+def _quiet_context(gx: Any) -> Any:
+    """An ephemeral GE context without progress bars; GE's INFO chatter stays out of job logs."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_ge_loggers()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
 def validate_consent_events(
     events_df: DataFrame, policy: Policy, *, max_ts: dt.datetime, sample_rows: int = SAMPLE_ROWS
 ) -> dict[str, Any]:
@@ -71,7 +91,7 @@ def validate_consent_events(
     import great_expectations as gx
 
     sample_pdf = events_df.limit(sample_rows).toPandas()
-    context = gx.get_context(mode="ephemeral")
+    context = _quiet_context(gx)
     source = context.data_sources.add_pandas(name="ketch_consent")
     asset = source.add_dataframe_asset(name="consent_events")
     batch = asset.add_batch_definition_whole_dataframe("sample").get_batch(batch_parameters={"dataframe": sample_pdf})

@@ -65,5 +65,7 @@ def test_user_events_profiles_and_logs(spark):
     org_of_user_7 = events.where("user_id = 'u-7'").select("org_id").distinct().collect()
     assert [r.org_id for r in org_of_user_7] in ([], [row.org_id])
 
-    log = json.loads(datagen.generate_raw_logs(spark, n_rows=200, n_users=20).collect()[0].value)
+    logs = datagen.generate_raw_logs(spark, n_rows=200, n_users=20)
+    log = json.loads(logs.select(F.to_json(F.struct("*"))).first()[0])
     assert {"ts", "org_id", "user_id", "context"} <= set(log) and "ip" in log["context"]
+    assert logs.where("event = 'login'").count() == logs.where("email IS NOT NULL").count()

@@ -40,6 +40,12 @@ def test_demo_end_to_end(spark, tmp_path, capsys):
     assert summary["warehouse"] == str(tmp_path / "wh")
     assert (tmp_path / "wh" / "consent" / "state" / "_delta_log").is_dir()
     assert (tmp_path / "wh" / "lake" / "user_events" / "_delta_log").is_dir()
+    ingest = summary["ingest"]
+    assert ingest["read"] == ingest["accepted"] + ingest["quarantined"] + ingest["duplicates"] and ingest["quarantined"] > 0
+    assert summary["state"]["users"] > 0 and 0 < summary["filter"]["users_consented"] < summary["filter"]["users_all"]
+    identities = summary["catalog"]["identities"]
+    assert "email:email" in identities["<warehouse>/raw/logs"]
+    assert "email_sha256:email_sha256" in identities["<warehouse>/lake/profiles"]
 
 
 def test_bad_config_is_a_json_error(tmp_path, capsys):
