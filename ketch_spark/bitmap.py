@@ -9,7 +9,7 @@ an older policy stay readable.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -20,6 +20,7 @@ __all__ = [
     "has_purpose",
     "has_bit",
     "bitmap_assign",
+    "bitmap_with_bits",
     "pack_bits",
     "unpack_bits",
     "bitmap_literal",
@@ -153,6 +154,34 @@ def bitmap_literal(bits: Iterable[int], n_words: int) -> Column:
         words[bit // WORD_BITS] |= 1 << (bit % WORD_BITS)
     signed = [w - (1 << 64) if w >= 1 << 63 else w for w in words]
     return F.array(*[F.lit(w).cast("bigint") for w in signed])
+
+
+def _signed(word: int) -> int:
+    """An unsigned 64-bit word as the signed bigint Spark holds."""
+    word &= (1 << 64) - 1
+    return word - (1 << 64) if word >= 1 << 63 else word
+
+
+def bitmap_with_bits(bitmap: Column | str, values: Mapping[int, Column], n_words: int) -> Column:
+    """``bitmap`` with each bit ``b`` of ``values`` set to ``values[b]`` (a null value clears it).
+
+    Bits are known when the expression is built, so it is plain arithmetic on
+    literal masks (code-generated, no lambda); other bits are kept. A null
+    bitmap reads as empty.
+    """
+    bitmap = _col(bitmap)
+    words = []
+    for w in range(n_words):
+        word = F.coalesce(F.try_element_at(bitmap, F.lit(w + 1)), F.lit(0).cast("bigint"))
+        in_word = {bit: value for bit, value in values.items() if bit // WORD_BITS == w}
+        if in_word:
+            cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)
+            word = word.bitwiseAND(F.lit(_signed(~cleared)).cast("bigint"))
+            for bit, value in sorted(in_word.items()):
+                one = F.lit(_signed(1 << (bit % WORD_BITS))).cast("bigint")
+                word = word.bitwiseOR(F.when(F.coalesce(value, F.lit(False)), one).otherwise(F.lit(0).cast("bigint")))
+        words.append(word)
+    return F.array(*words)
 
 
 def empty_bitmap(n_words: int) -> Column:

@@ -25,6 +25,9 @@ _LOCAL_DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "4g",
+    # Delta rebuilds a table's snapshot after every commit in this many tasks (default 50,
+    # sized for clusters); on one machine each task's setup costs more than its work.
+    "spark.databricks.delta.snapshotPartitions": str(min(8, os.cpu_count() or 2)),
 }
 _S3A_KEYS = {
     "endpoint": "fs.s3a.endpoint",

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import bitmap_and_not, bitmap_literal, bitmap_or, has_purpose, pack_bits, unpack_bits
+from ketch_spark.bitmap import (
+    bitmap_and_not,
+    bitmap_literal,
+    bitmap_or,
+    bitmap_with_bits,
+    has_purpose,
+    pack_bits,
+    unpack_bits,
+)
 
 
 def test_pack_unpack_has_purpose_with_null_row(spark):
@@ -51,3 +59,14 @@ def test_pack_unpack_round_trip_property(spark, bit_sets):
     df = spark.createDataFrame([(i, sorted(s)) for i, s in enumerate(bit_sets)], "id int, bits array<int>")
     got = {r.id: r.bits for r in df.select("id", unpack_bits(pack_bits("bits", 3)).alias("bits")).collect()}
     assert got == {i: sorted(s) for i, s in enumerate(bit_sets)}
+
+
+def test_bitmap_with_bits_sets_clears_and_keeps_the_rest(spark):
+    df = spark.createDataFrame([(1, [3, 63, 64, 100]), (2, None)], "id int, bits array<int>")
+    values = {0: F.lit(True), 63: F.lit(False), 127: F.col("id") == 1, 64: F.lit(None).cast("boolean")}
+    out = {
+        r.id: r.bits
+        for r in df.select("id", unpack_bits(bitmap_with_bits(pack_bits("bits", 2), values, 2)).alias("bits")).collect()
+    }
+    assert out[1] == [0, 3, 100, 127]
+    assert out[2] == [0]

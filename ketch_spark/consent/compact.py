@@ -12,17 +12,19 @@ How a run works (one code path for incremental and full):
    version it has applied. An incremental run reads only the events committed
    after it, through the events table's Change Data Feed (only the files added
    by those commits are read). A full run reads every event.
-2. **Reduce** them to the latest choice per (org, user, bit)
-   (:func:`latest_choices`), then to one row per user (:func:`user_choices`).
-3. **Apply** each user's choices to the user's current state row
-   (:func:`apply_choices`): only the key, bitmap and ``purpose_ts`` columns of
-   the state are read, and a user whose row would not change is dropped. A
-   full run applies to an empty state.
-4. **Write** in one Delta commit that also records the applied events version:
-   a MERGE of the changed rows (incremental; deletion vectors keep it to the
-   changed rows) or an overwrite (full). A run killed before its commit leaves
-   the state as it was; running again applies the same events; applying the
-   same events twice is skipped by Delta (same ``txnAppId``, same version).
+2. **Reduce** them to one row per touched user holding, per purpose bit, the
+   latest choice as one orderable long (:func:`user_choices`, one hash
+   aggregate: no sort, no collected arrays).
+3. **Apply** each user's choices to the user's state row (:func:`apply_choices`,
+   plain column arithmetic over the policy's bits): an incremental run joins
+   only the key, bitmap and ``purpose_ts`` columns of the state and keeps the
+   users whose row changes; a full run applies them to an empty state.
+4. **Commit** once, recording the applied events version in the same commit:
+   a MERGE of the changed rows (incremental; deletion vectors keep the rewrite
+   to those rows) or an overwrite (full).
+   A run killed before its commit leaves the state as it was; running again
+   applies the same events; applying the same events twice is skipped by
+   Delta (same ``txnAppId``, same version).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+import functools
+from typing import Any, Iterator, Sequence
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import bitmap_assign, empty_bitmap, has_bit, has_purpose
+from ketch_spark.bitmap import bitmap_with_bits, has_purpose
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_version, delta_version
 from ketch_spark.errors import KetchError
@@ -50,9 +52,10 @@ __all__ = [
     "CompactResult",
     "CompactError",
     "compact_consent",
-    "latest_choices",
+    "choice_key",
     "user_choices",
     "apply_choices",
+    "applied_choices",
     "state_merge_condition",
     "consent_rates",
     "applied_events_version",
@@ -65,7 +68,10 @@ COMPACT_TXN_APP_ID = "ketch-spark/compact"
 _KEY = ("org_id", "user_id")
 _TXN_CONF_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_CONF_VERSION = "spark.databricks.delta.write.txnVersion"
-_CHOICE = "struct<bit:int,granted:boolean,event_ts:timestamp>"
+_MATERIALIZE_SOURCE = "spark.databricks.delta.merge.materializeSource"
+#: Largest MERGE source broadcast to the state's side (rows of ~100-200 bytes).
+_BROADCAST_MAX_ROWS = 200_000
+_STATE_COLUMNS = ("org_id", "user_id", "granted", "known", "purpose_ts", "updated_at")
 
 
 class CompactError(KetchError, ValueError):
@@ -114,63 +120,119 @@ class CompactResult:
 # ---------------------------------------------------------------- the one code path
 
 
-def latest_choices(events_df: DataFrame) -> DataFrame:
-    """The latest choice per (org_id, user_id, purpose_bit); on equal event_ts a denial wins.
+def choice_key(granted: Column, event_ts: Column) -> Column:
+    """One orderable long per choice: event_ts in microseconds, then a denial above a grant.
+
+    The greatest key is the latest choice and, on equal event_ts, the denial, so
+    ``max`` picks the winning choice in a plain hash aggregate.
+    """
+    return F.unix_micros(event_ts) * F.lit(2) + (~granted).cast("long")
+
+
+def _key_granted(key: Column) -> Column:
+    return key.bitwiseAND(F.lit(1)) == 0
+
+
+def _key_ts(key: Column) -> Column:
+    return F.timestamp_micros(F.shiftright(key, 1))
+
+
+def _choice_column(bit: int) -> str:
+    return f"choice_{bit}"
+
+
+def user_choices(events_df: DataFrame, bits: Sequence[int]) -> DataFrame:
+    """One row per user with the latest choice per purpose bit, in one hash aggregate.
 
     Args:
         events_df: Rows with org_id, user_id, purpose_bit, granted, event_ts.
+        bits: The policy's purpose bits (active and retired).
 
     Returns:
-        org_id, user_id, bit, granted, event_ts, events (rows reduced).
+        org_id, user_id, ``events`` (rows reduced) and one ``choice_<bit>`` column
+        per bit: the :func:`choice_key` of the user's latest choice, null when the
+        events hold none for that bit.
     """
-    latest = F.max(F.struct(F.col("event_ts"), (~F.col("granted")).alias("denied")))
-    reduced = events_df.groupBy("org_id", "user_id", F.col("purpose_bit").alias("bit")).agg(
-        latest.alias("m"), F.count(F.lit(1)).alias("events")
+    key = choice_key(F.col("granted"), F.col("event_ts"))
+    per_bit = [F.max(F.when(F.col("purpose_bit") == bit, key)).alias(_choice_column(bit)) for bit in bits]
+    return events_df.groupBy(*_KEY).agg(F.count(F.lit(1)).alias("events"), *per_bit)
+
+
+@dataclass(frozen=True)
+class _StateColumns:
+    """Where a user's current state comes from: columns of a state row, or nothing (a new user)."""
+
+    granted: Column
+    known: Column
+    purpose_ts: Column
+
+    @staticmethod
+    def of(prefix: str | None) -> _StateColumns:
+        if prefix is None:
+            no_bitmap = F.lit(None).cast("array<bigint>")
+            return _StateColumns(no_bitmap, no_bitmap, F.lit(None).cast("map<int,timestamp>"))
+        return _StateColumns(F.col(f"{prefix}.granted"), F.col(f"{prefix}.known"), F.col(f"{prefix}.purpose_ts"))
+
+
+@dataclass(frozen=True)
+class _BitOutcome:
+    granted: Column
+    event_ts: Column
+    newer: Column
+    changed: Column
+
+
+def _apply_bit(key: Column, old: _StateColumns, bit: int) -> _BitOutcome:
+    """One bit: the state's choice against the user's latest new choice (``key``, may be null)."""
+    old_ts = F.try_element_at(old.purpose_ts, F.lit(bit))
+    old_granted = F.coalesce(has_purpose(old.granted, bit), F.lit(False))
+    new_granted, new_ts = _key_granted(key), _key_ts(key)
+    newer = key.isNotNull() & (old_ts.isNull() | (new_ts > old_ts))
+    tie = key.isNotNull() & (new_ts == old_ts)
+    granted = F.when(newer, new_granted).when(tie, old_granted & new_granted).otherwise(old_granted)
+    return _BitOutcome(
+        granted=granted,
+        event_ts=F.when(newer, new_ts).otherwise(old_ts),
+        newer=newer,
+        changed=newer | (tie & old_granted & ~new_granted),
     )
-    return reduced.select(
-        "org_id", "user_id", "bit", (~F.col("m.denied")).alias("granted"), F.col("m.event_ts").alias("event_ts"), "events"
-    )
 
 
-def user_choices(latest_df: DataFrame) -> DataFrame:
-    """One row per user: ``choices`` (array of bit, granted, event_ts) and ``events``."""
-    choice = F.struct(F.col("bit").cast("int").alias("bit"), "granted", "event_ts")
-    return latest_df.groupBy(*_KEY).agg(F.collect_list(choice).alias("choices"), F.sum("events").alias("events"))
+def applied_choices(old: _StateColumns, bits: Sequence[int], n_words: int) -> dict[str, Column]:
+    """A user's state after applying the ``choice_<bit>`` columns of :func:`user_choices` to ``old``.
 
+    Plain column arithmetic over the policy's bits (no lambda), so Spark generates
+    code for it.
 
-def _apply_one(choice: Column, old_ts: Column, old_granted: Column) -> Column:
-    """A user's choice for one bit against the state: the resulting (bit, granted, event_ts, changed)."""
-    state_ts = F.try_element_at(old_ts, choice["bit"])
-    state_granted = F.coalesce(has_bit(old_granted, choice["bit"]), F.lit(False))
-    newer = state_ts.isNull() | (choice["event_ts"] > state_ts)
-    tie = choice["event_ts"] == state_ts
-    granted = F.when(newer, choice["granted"]).when(tie, state_granted & choice["granted"]).otherwise(state_granted)
-    event_ts = F.when(newer, choice["event_ts"]).otherwise(state_ts)
-    changed = newer | (tie & state_granted & ~choice["granted"])
-    return F.struct(
-        choice["bit"].alias("bit"), granted.alias("granted"), event_ts.alias("event_ts"), changed.alias("changed")
-    )
-
-
-def _not_null_words(bitmap: Column) -> Column:
-    """The same bitmap typed ``array<bigint>`` without null elements, as consent_state declares it."""
-    return F.transform(bitmap, lambda word: F.coalesce(word, F.lit(0).cast("bigint")))
-
-
-def _not_null_values(entries: Column) -> Column:
-    """Map entries typed with a non-null timestamp value, as consent_state declares ``purpose_ts``."""
+    Returns:
+        Columns ``granted``, ``known``, ``purpose_ts`` (the new state) and
+        ``changed`` (whether any of them differs from ``old``).
+    """
+    outcomes = {bit: _apply_bit(F.col(_choice_column(bit)), old, bit) for bit in bits}
     epoch = F.lit(dt.datetime(1970, 1, 1)).cast("timestamp")
-    return F.transform(
-        entries, lambda e: F.struct(e["key"].alias("key"), F.coalesce(e["value"], epoch).alias("value"))
-    )
+    entries = F.array(*[
+        F.when(o.event_ts.isNotNull(), F.struct(F.lit(bit).alias("key"), F.coalesce(o.event_ts, epoch).alias("value")))
+        for bit, o in sorted(outcomes.items())
+    ])
+    known_now = {bit: F.coalesce(has_purpose(old.known, bit), F.lit(False)) | o.newer for bit, o in outcomes.items()}
+    return {
+        "granted": bitmap_with_bits(old.granted, {bit: o.granted for bit, o in outcomes.items()}, n_words),
+        "known": bitmap_with_bits(old.known, known_now, n_words),
+        "purpose_ts": F.map_from_entries(F.array_compact(entries)),
+        "changed": functools.reduce(lambda a, b: a | b, [o.changed for o in outcomes.values()]),
+    }
 
 
-def apply_choices(choices_df: DataFrame, state_df: DataFrame, n_words: int, updated_at: dt.datetime) -> DataFrame:
+def apply_choices(
+    choices_df: DataFrame, state_df: DataFrame | None, bits: Sequence[int], n_words: int, updated_at: dt.datetime
+) -> DataFrame:
     """New state rows of the users in ``choices_df``; ``changed`` is false where nothing would change.
 
     Args:
         choices_df: From :func:`user_choices`.
-        state_df: Current state rows (org_id, user_id, granted, known, purpose_ts); may be empty.
+        state_df: Current state rows (org_id, user_id, granted, known, purpose_ts);
+            ``None`` for a rebuild from nothing.
+        bits: The bits ``choices_df`` holds choices for.
         n_words: Bitmap width in 64-bit words.
         updated_at: Time stamped on written rows.
 
@@ -178,37 +240,22 @@ def apply_choices(choices_df: DataFrame, state_df: DataFrame, n_words: int, upda
         The consent_state columns plus ``is_new`` (no state row before), ``events``
         (event rows of the user read) and ``changed``.
     """
-    state = state_df.select(
-        *_KEY,
-        F.col("granted").alias("old_granted"),
-        F.col("known").alias("old_known"),
-        F.col("purpose_ts").alias("old_ts"),
-    )
-    joined = choices_df.join(state, list(_KEY), "left")
-    old_ts = F.coalesce("old_ts", F.create_map().cast("map<int,timestamp>"))
-    old_granted = F.coalesce("old_granted", empty_bitmap(n_words))
-    old_known = F.coalesce("old_known", empty_bitmap(n_words))
-    outcome = F.filter(
-        F.transform("choices", lambda c: _apply_one(c, old_ts, old_granted)), lambda o: o["changed"]
-    )
-    staged = joined.select(
-        *_KEY, "events", F.col("old_ts").isNull().alias("is_new"),
-        old_ts.alias("old_ts"), old_granted.alias("old_granted"), old_known.alias("old_known"), outcome.alias("outcome"),
-    )
-    changed_bits = F.transform("outcome", lambda o: o["bit"])
-    granted_assignments = F.transform("outcome", lambda o: F.struct(o["bit"].alias("bit"), o["granted"].alias("value")))
-    known_assignments = F.transform("outcome", lambda o: F.struct(o["bit"].alias("bit"), F.lit(True).alias("value")))
-    kept_ts = F.filter(F.map_entries("old_ts"), lambda e: ~F.array_contains(changed_bits, e["key"]))
-    new_ts = F.concat(kept_ts, F.transform("outcome", lambda o: F.struct(o["bit"].alias("key"), o["event_ts"].alias("value"))))
-    return staged.select(
-        *_KEY,
-        _not_null_words(bitmap_assign("old_granted", granted_assignments, n_words)).alias("granted"),
-        _not_null_words(bitmap_assign("old_known", known_assignments, n_words)).alias("known"),
-        F.map_from_entries(_not_null_values(F.array_sort(new_ts))).alias("purpose_ts"),
+    if state_df is None:
+        joined, old, is_new = choices_df, _StateColumns.of(None), F.lit(True)
+    else:
+        state = state_df.select(*_KEY, "granted", "known", "purpose_ts").alias("t")
+        joined = choices_df.alias("s").join(state, [F.col(f"s.{c}") == F.col(f"t.{c}") for c in _KEY], "left")
+        old, is_new = _StateColumns.of("t"), F.col("t.user_id").isNull()
+    new = applied_choices(old, bits, n_words)
+    return joined.select(
+        *[F.col(f"s.{c}").alias(c) if state_df is not None else F.col(c) for c in _KEY],
+        new["granted"].alias("granted"),
+        new["known"].alias("known"),
+        new["purpose_ts"].alias("purpose_ts"),
         F.lit(updated_at).cast("timestamp").alias("updated_at"),
-        "is_new",
-        "events",
-        (F.size("outcome") > 0).alias("changed"),
+        is_new.alias("is_new"),
+        F.col("events"),
+        new["changed"].alias("changed"),
     )
 
 
@@ -260,26 +307,54 @@ def _all_events(spark: SparkSession, cfg: KetchConfig, upto: int) -> DataFrame:
 
 
 @contextlib.contextmanager
-def _delta_txn(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
-    """Makes the Delta commits inside idempotent writes of (app_id, version)."""
-    spark.conf.set(_TXN_CONF_APP, app_id)
-    spark.conf.set(_TXN_CONF_VERSION, str(version))
+def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Session settings for the commits made inside the block, restored afterwards."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        spark.conf.unset(_TXN_CONF_APP)
-        spark.conf.unset(_TXN_CONF_VERSION)
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
-def _merge_changes(spark: SparkSession, cfg: KetchConfig, changes_df: DataFrame, version: int) -> None:
+def _idempotent_commit(spark: SparkSession, version: int) -> contextlib.AbstractContextManager[None]:
+    """Makes the MERGE inside an idempotent write of (``ketch-spark/compact``, ``version``).
+
+    The source is already checkpointed by the caller, so Delta need not materialise it again.
+    """
+    return _session_conf(
+        spark,
+        {_TXN_CONF_APP: COMPACT_TXN_APP_ID, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"},
+    )
+
+
+def _merge_source(rows_df: DataFrame) -> DataFrame:
+    """The changed rows, as written to consent/state (the table's columns)."""
+    return rows_df.where("changed").select(*_STATE_COLUMNS)
+
+
+def _merge_changes(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, version: int) -> None:
+    """One MERGE of the ``changed`` rows: updates of known users, inserts of new ones.
+
+    A day's changes are usually few next to the state: they are then broadcast,
+    so the MERGE's joins do not shuffle the state.
+    """
     columns = ("granted", "known", "purpose_ts", "updated_at")
+    source = _merge_source(rows_df)
+    if changed <= _BROADCAST_MAX_ROWS:
+        source = F.broadcast(source)
     state = delta_table(spark, cfg, "consent_state")
-    with _delta_txn(spark, COMPACT_TXN_APP_ID, version):
+    with _idempotent_commit(spark, version):
         (
             state.alias("t")
-            .merge(changes_df.alias("s"), state_merge_condition("t", "s"))
+            .merge(source.alias("s"), state_merge_condition("t", "s"))
             .whenMatchedUpdate(set={c: f"s.{c}" for c in columns})
-            .whenNotMatchedInsert(values={c: f"s.{c}" for c in (*_KEY, *columns)})
+            .whenNotMatchedInsert(values={c: f"s.{c}" for c in _STATE_COLUMNS})
             .execute()
         )
 
@@ -289,10 +364,6 @@ def _overwrite_state(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, 
     if applied is None or version > applied:
         writer = writer.option("txnAppId", COMPACT_TXN_APP_ID).option("txnVersion", version)
     writer.save(table_path(cfg, "consent_state"))
-
-
-def _state_columns() -> list[str]:
-    return ["org_id", "user_id", "granted", "known", "purpose_ts", "updated_at"]
 
 
 def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None, full: bool = False) -> CompactResult:
@@ -325,33 +396,21 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         return _result(spark, cfg, full, batch_id, None, applied, {}, False, started)
     from_version = applied + 1 if incremental else 0
     events_df = _new_events(spark, cfg, applied, upto) if incremental else _all_events(spark, cfg, upto)
-    state_df = read_table(spark, cfg, "consent_state") if incremental else _empty_state(spark, cfg)
     updated_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    choices_df = user_choices(latest_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts")))
-    rows_df = apply_choices(choices_df, state_df, policy.n_words, updated_at)
-    if incremental:
-        rows_df = rows_df.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            counts = _counts(rows_df)
-            if counts["changed"]:
-                _merge_changes(spark, cfg, _merge_source(rows_df), upto)
-            else:
-                _record_applied_version(spark, cfg, upto)
-        finally:
-            rows_df.unpersist()
+    bits = sorted(p.bit for p in policy.purposes.values())
+    choices_df = user_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts"), bits)
+    state_df = read_table(spark, cfg, "consent_state") if incremental else None
+    rows_df = apply_choices(choices_df, state_df, bits, policy.n_words, updated_at)
+    # Computed once: counted, then read twice by the MERGE (touched files, then the write).
+    rows_df = rows_df.localCheckpoint(eager=True)
+    counts = _counts(rows_df)
+    if not incremental:
+        _overwrite_state(spark, cfg, _merge_source(rows_df), upto, applied)
+    elif counts["changed"]:
+        _merge_changes(spark, cfg, rows_df, counts["changed"], upto)
     else:
-        written = rows_df.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            counts = _counts(written)
-            _overwrite_state(spark, cfg, _merge_source(written), upto, applied)
-        finally:
-            written.unpersist()
+        _record_applied_version(spark, cfg, upto)
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started)
-
-
-def _merge_source(rows_df: DataFrame) -> DataFrame:
-    """The changed rows, as written to consent/state (the table's columns)."""
-    return rows_df.where("changed").select(*_state_columns())
 
 
 def _record_applied_version(spark: SparkSession, cfg: KetchConfig, version: int) -> None:
@@ -362,10 +421,6 @@ def _record_applied_version(spark: SparkSession, cfg: KetchConfig, version: int)
         .option("txnAppId", COMPACT_TXN_APP_ID).option("txnVersion", version)
         .save(table_path(cfg, "consent_state"))
     )
-
-
-def _empty_state(spark: SparkSession, cfg: KetchConfig) -> DataFrame:
-    return read_table(spark, cfg, "consent_state").limit(0)
 
 
 def _counts(rows_df: DataFrame) -> dict[str, int]:

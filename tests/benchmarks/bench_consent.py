@@ -11,9 +11,8 @@ then one new day.
 (b) incremental compaction of one day after 30 days vs after 10 days, ratio;
 (c) decoding TC strings: a Python UDF with iab-tcf vs native expressions, ratio.
 
-(c) runs a Python UDF: Spark's Python workers must import iab_tcf and pyarrow,
-so run it with the project's interpreter, e.g.
-``PYSPARK_PYTHON=.venv/bin/python .venv/bin/python tests/benchmarks/run.py consent``.
+(c) runs a Python UDF whose workers import iab_tcf: run.py points
+``PYSPARK_PYTHON`` at its own interpreter (the project's virtualenv).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import datetime as dt
 import importlib.util
 import json
 import logging
+import os
 import platform
 import sys
 import tempfile
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(HERE))
 
+    # Python UDFs in a benchmark (the reference TC decoder) run in workers that need this interpreter's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from ketch_spark.config import load_config
     from ketch_spark.session import spark_session
 
