@@ -233,24 +233,26 @@ def write_raw_consent(
     policy: Policy,
     path: str | Path,
     fmt: str = "json",
-    **kwargs,  # noqa: ANN003 - the keyword arguments of generate_raw_consent
+    *,
+    n_users: int,
+    n_orgs: int = 5,
+    seed: int = 7,
+    start: dt.date = dt.date(2026, 10, 1),
+    days: int = 30,
+    defect_rate: float = 0.02,
 ) -> str:
     """Writes raw consent signals under ``path`` and returns the path.
 
     ``fmt="json"`` writes JSON lines; ``fmt="csv"`` writes one purpose choice per
-    line with the header ``org_id,user_id,ts,purpose,granted,source``. Other
-    keyword arguments are those of :func:`generate_raw_consent`.
+    line with the header ``org_id,user_id,ts,purpose,granted,source``. The other
+    arguments are those of :func:`generate_raw_consent`.
     """
     path = str(path)
+    shape = {"n_users": n_users, "n_orgs": n_orgs, "seed": seed, "start": start, "days": days}
     if fmt == "json":
-        generate_raw_consent(spark, policy, **kwargs).write.mode("overwrite").text(path)
+        generate_raw_consent(spark, policy, defect_rate=defect_rate, **shape).write.mode("overwrite").text(path)
     elif fmt == "csv":
-        seed = kwargs.get("seed", 7)
-        defect_rate = kwargs.pop("defect_rate", 0.02)
-        choices = _consent_choices(
-            spark, policy, n_users=kwargs["n_users"], n_orgs=kwargs.get("n_orgs", 5), seed=seed,
-            start=kwargs.get("start", dt.date(2026, 10, 1)), days=kwargs.get("days", 30),
-        )
+        choices = _consent_choices(spark, policy, **shape)
         header = spark.createDataFrame([(0, "org_id,user_id,ts,purpose,granted,source")], "order int, value string")
         lines = header.unionByName(_csv_lines(choices, seed, defect_rate))
         lines.orderBy("order").coalesce(1).select("value").write.mode("overwrite").text(path)

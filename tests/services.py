@@ -251,25 +251,23 @@ def s3a_spark(spark, moto_server: MotoServer):
     return spark
 
 
+def _aws_credentials(moto_server: MotoServer, endpoint_key: str) -> dict[str, Any]:
+    """Endpoint, region and the test credentials of a connector section reaching moto."""
+    return {
+        endpoint_key: moto_server.endpoint,
+        "region": AWS_REGION,
+        "access_key_id": AWS_ACCESS_KEY_ID,
+        "secret_access_key": AWS_SECRET_ACCESS_KEY,
+    }
+
+
 @pytest.fixture(scope="session")
 def services_connectors(postgres_server: PostgresServer, moto_server: MotoServer) -> dict[str, Any]:
     """The ``connectors`` config section pointing at the running services."""
     return {
         "jdbc": {"url": postgres_server.jdbc_url, "user": PG_USER, "password": PG_PASSWORD},
-        "dynamodb": {
-            "endpoint_url": moto_server.endpoint,
-            "region": AWS_REGION,
-            "access_key_id": AWS_ACCESS_KEY_ID,
-            "secret_access_key": AWS_SECRET_ACCESS_KEY,
-        },
-        "s3": {
-            "endpoint": moto_server.endpoint,
-            "region": AWS_REGION,
-            "access_key_id": AWS_ACCESS_KEY_ID,
-            "secret_access_key": AWS_SECRET_ACCESS_KEY,
-            "path_style_access": True,
-            "ssl_enabled": False,
-        },
+        "dynamodb": _aws_credentials(moto_server, "endpoint_url"),
+        "s3": {**_aws_credentials(moto_server, "endpoint"), "path_style_access": True, "ssl_enabled": False},
     }
 
 
@@ -449,17 +447,7 @@ def seeded_stores(spark, postgres_server: PostgresServer, moto_server: MotoServe
             {"url": f"jdbc:postgresql://127.0.0.1:{closed_port}/{PG_DATABASE}", "user": PG_USER,
              "password": PG_PASSWORD, "connect_timeout": 3},
         ],
-        "dynamodb": {
-            "endpoint_url": moto_server.endpoint,
-            "region": AWS_REGION,
-            "access_key_id": AWS_ACCESS_KEY_ID,
-            "secret_access_key": AWS_SECRET_ACCESS_KEY,
-        },
-        "s3": {
-            "endpoint": moto_server.endpoint,
-            "region": AWS_REGION,
-            "access_key_id": AWS_ACCESS_KEY_ID,
-            "secret_access_key": AWS_SECRET_ACCESS_KEY,
-        },
+        "dynamodb": _aws_credentials(moto_server, "endpoint_url"),
+        "s3": _aws_credentials(moto_server, "endpoint"),
     }
     return SeededStores(lake, bad, f"s3a://{LAKE_BUCKET}/lake", postgres_server, moto_server, connectors)

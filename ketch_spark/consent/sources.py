@@ -216,22 +216,36 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (F.length(F.trim(col)) == 0)
 
 
-def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    """JSON lines -> records with their choices (before the common checks)."""
+#: Fields every JSON-lines record carries: (column, JSON path, type).
+_RECORD_FIELDS = (
+    ("org_id", "$.org_id", "string"),
+    ("user_id", "$.user_id", "string"),
+    ("ts_text", "$.ts", "string"),
+    ("source", "$.source", "string"),
+)
+
+
+def _json_objects(spark: SparkSession, paths: Sequence[str], *fields: tuple[str, str, str]) -> DataFrame:
+    """JSON lines -> raw line, source file, ``is_object``, the shared record fields and ``fields``."""
     lines = _text_lines(spark, paths)
     v = F.try_parse_json("value")
     is_object = F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False))
-    parsed = lines.select(
+    return lines.select(
         F.col("value").alias("raw"),
         "source_file",
         is_object.alias("is_object"),
-        F.try_variant_get(v, "$.org_id", "string").alias("org_id"),
-        F.try_variant_get(v, "$.user_id", "string").alias("user_id"),
-        F.try_variant_get(v, "$.ts", "string").alias("ts_text"),
-        F.try_variant_get(v, "$.source", "string").alias("source"),
-        F.try_variant_get(v, "$.purposes", "map<string,variant>").alias("purposes"),
-        F.try_variant_get(v, "$.purpose", "string").alias("one_purpose"),
-        F.try_variant_get(v, "$.granted", "variant").alias("one_choice"),
+        *[F.try_variant_get(v, path, dtype).alias(name) for name, path, dtype in (*_RECORD_FIELDS, *fields)],
+    )
+
+
+def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """JSON lines -> records with their choices (before the common checks)."""
+    parsed = _json_objects(
+        spark,
+        paths,
+        ("purposes", "$.purposes", "map<string,variant>"),
+        ("one_purpose", "$.purpose", "string"),
+        ("one_choice", "$.granted", "variant"),
     )
     entries = F.coalesce(
         F.map_entries("purposes"),
@@ -356,19 +370,8 @@ def _ts_from_any(col: Column, dtype: str) -> Column:
 
 
 def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> DataFrame:
-    lines = _text_lines(spark, paths)
-    v = F.try_parse_json("value")
-    is_object = F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False))
-    parsed = lines.select(
-        F.col("value").alias("raw"),
-        "source_file",
-        is_object.alias("is_object"),
-        F.try_variant_get(v, "$.org_id", "string").alias("org_id"),
-        F.try_variant_get(v, "$.user_id", "string").alias("user_id"),
-        F.try_variant_get(v, "$.ts", "string").alias("ts_text"),
-        F.try_variant_get(v, "$.source", "string").alias("source"),
-        F.try_variant_get(v, "$.tc_string", "string").alias("tc_string"),
-        F.try_variant_get(v, "$.us_privacy", "string").alias("us_privacy"),
+    parsed = _json_objects(
+        spark, paths, ("tc_string", "$.tc_string", "string"), ("us_privacy", "$.us_privacy", "string")
     ).withColumn("tc", tc_fields("tc_string"))
     record_ts = _parse_ts(F.col("ts_text"))
     has_tc, has_usp = ~_blank(F.col("tc_string")), ~_blank(F.col("us_privacy"))
