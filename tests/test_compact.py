@@ -62,7 +62,9 @@ def _state(spark, cfg, org=None):
     if org is not None:
         df = df.where(F.col("org_id") == org)
     rows = df.select("org_id", "user_id", unpack_bits("granted").alias("g"), unpack_bits("known").alias("k"), "purpose_ts").collect()
-    return {(r["org_id"], r["user_id"]): (set(r["g"]), set(r["k"]), dict(r["purpose_ts"])) for r in rows}
+    state = {(r["org_id"], r["user_id"]): (set(r["g"]), set(r["k"]), dict(r["purpose_ts"])) for r in rows}
+    assert all(granted <= known for granted, known, _ in state.values())  # what the consent filter relies on
+    return state
 
 
 def oracle(rows):

@@ -167,25 +167,35 @@ def _require_state_columns(state_df: DataFrame) -> None:
         )
 
 
-def _key_condition(purpose: Purpose) -> Column:
+def _key_condition(purpose: Purpose, granted_implies_known: bool) -> Column:
     """The state rows in a purpose's key set: grants (consent basis) or objections (legitimate interest)."""
     granted = F.coalesce(has_purpose("granted", purpose.bit), F.lit(False))
-    known = F.coalesce(has_purpose("known", purpose.bit), F.lit(False))
-    chose = known & granted if purpose.legal_basis == "consent" else known & ~granted
+    if purpose.legal_basis == "consent" and granted_implies_known:
+        chose = granted
+    else:
+        known = F.coalesce(has_purpose("known", purpose.bit), F.lit(False))
+        chose = known & granted if purpose.legal_basis == "consent" else known & ~granted
     return chose & F.col("org_id").isNotNull() & F.col("user_id").isNotNull()
 
 
-def consent_key_set(state_df: DataFrame, purpose: Purpose) -> DataFrame:
+def consent_key_set(state_df: DataFrame, purpose: Purpose, *, granted_implies_known: bool = False) -> DataFrame:
     """The narrow key set ``(org_id, user_id)`` of one purpose.
 
     For a consent-basis purpose: the users who granted it. For a
     legitimate-interest purpose: the users who objected to it.
 
+    Args:
+        state_df: Rows with org_id, user_id, granted and known bitmaps.
+        purpose: The purpose.
+        granted_implies_known: The state guarantees that a granted bit is also a
+            known bit (compaction's consent/state does), so a consent-basis key
+            set needs only ``granted`` and the ``known`` column is not read.
+
     Raises:
         SchemaError: ``state_df`` lacks org_id, user_id, granted or known.
     """
     _require_state_columns(state_df)
-    return state_df.where(_key_condition(purpose)).select("org_id", "user_id")
+    return state_df.where(_key_condition(purpose, granted_implies_known)).select("org_id", "user_id")
 
 
 def _padded(length: Column) -> Column:
@@ -244,6 +254,11 @@ class _Snapshot:
     version: int | None
     location: str | None
     row_count: Callable[[], int]
+
+    @property
+    def from_compaction(self) -> bool:
+        """Whether the rows are consent/state as compaction writes it (a granted bit is always known)."""
+        return self.location is not None
 
 
 def _latest_version(spark: SparkSession, cfg: KetchConfig) -> int:
@@ -443,7 +458,7 @@ class ConsentFilter:
         org, user = self._fact_columns(df)
         org_id, user_id = _id_column(df, org), _id_column(df, user)
         snapshot = self._snapshot(df.sparkSession)
-        key_df = consent_key_set(snapshot.state_df, self.purpose)
+        key_df = consent_key_set(snapshot.state_df, self.purpose, granted_implies_known=snapshot.from_compaction)
         estimate = _estimate_key_set(snapshot, self.purpose, key_df, self._broadcast_max_bytes)
         strategy = BROADCAST if estimate.size <= self._broadcast_max_bytes else SHUFFLE
         join = SEMI_JOIN if self.purpose.legal_basis == "consent" else ANTI_JOIN
@@ -794,7 +809,7 @@ def register_consent_views(
     views: dict[str, str] = {}
     strategies: dict[str, str] = {}
     for item in chosen:
-        key_df = consent_key_set(snapshot.state_df, item)
+        key_df = consent_key_set(snapshot.state_df, item, granted_implies_known=snapshot.from_compaction)
         estimate = _estimate_key_set(snapshot, item, key_df, bound)
         strategy = BROADCAST if estimate.size <= bound else SHUFFLE
         _hinted(key_df, strategy).createOrReplaceTempView(view_name(item))
