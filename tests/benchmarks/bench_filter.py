@@ -234,7 +234,7 @@ def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> di
     notes.append(
         "What b adds to a: the query's org filter is inferred onto the state scan (PushedFilters org_id = ...), so"
         " Delta skips the other customers' state files; the rest is reading that customer's slice of consent/state"
-        " (two bitmap columns) and building its broadcast key set, a fixed cost of about a second per query here"
+        " (the granted bitmap) and building its broadcast key set, a fixed cost of about a second per query here"
         " (more for the big customer's ~1M keys) against a fact query of 2-4 s on 2 cores. It would shrink with a"
         " narrower key layout kept by compaction (per purpose, org-clustered user ids) or a key set reused across"
         " the queries of one job."
