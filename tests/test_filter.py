@@ -142,6 +142,13 @@ def test_both_legal_bases_broadcast_plans_and_recorded_info(spark, state_cfg, fa
     assert plan.count("Scan ExistingRDD") + plan.count("LocalTableScan [row") == 1
 
 
+def test_a_query_on_one_org_reads_only_that_org_of_the_state(state_cfg, facts_df):
+    """Spark infers the query's org predicate onto the state scan, so Delta can skip other customers' files."""
+    one_org_df = facts_df.where(F.col("org_id") == ORG_A).transform(consent_filter("analytics", state_cfg))
+    state_scan = [line for line in plan_of(one_org_df).splitlines() if "PushedFilters" in line and "consent/state" in line]
+    assert state_scan and f"EqualTo(org_id,{ORG_A})" in state_scan[0]
+
+
 def test_shuffle_join_above_the_bound_and_exact_measure_between(spark, state_cfg, facts_df):
     tiny = dataclasses.replace(state_cfg, filter=FilterSettings(broadcast_max_bytes=1))
     shuffled = consent_filter("analytics", tiny)
