@@ -30,9 +30,15 @@ __all__ = [
 ]
 
 
+def _signed(word: int) -> int:
+    """An unsigned 64-bit word as the signed bigint Spark holds."""
+    word &= (1 << 64) - 1
+    return word - (1 << 64) if word >= 1 << 63 else word
+
+
 def _powers_of_two() -> Column:
     """``[1, 2, 4, ..., 2**63]`` as bigints (2**63 wraps to the sign bit): bit masks by offset."""
-    return F.array(*[F.lit((1 << i) - (1 << 64) if i == WORD_BITS - 1 else 1 << i).cast("bigint") for i in range(WORD_BITS)])
+    return F.array(*[F.lit(_signed(1 << i)).cast("bigint") for i in range(WORD_BITS)])
 
 
 def _mask(offset: Column) -> Column:
@@ -152,14 +158,7 @@ def bitmap_literal(bits: Iterable[int], n_words: int) -> Column:
     words = [0] * n_words
     for bit in bits:
         words[bit // WORD_BITS] |= 1 << (bit % WORD_BITS)
-    signed = [w - (1 << 64) if w >= 1 << 63 else w for w in words]
-    return F.array(*[F.lit(w).cast("bigint") for w in signed])
-
-
-def _signed(word: int) -> int:
-    """An unsigned 64-bit word as the signed bigint Spark holds."""
-    word &= (1 << 64) - 1
-    return word - (1 << 64) if word >= 1 << 63 else word
+    return F.array(*[F.lit(_signed(w)).cast("bigint") for w in words])
 
 
 def bitmap_with_bits(bitmap: Column | str, values: Mapping[int, Column], n_words: int) -> Column:
@@ -172,7 +171,7 @@ def bitmap_with_bits(bitmap: Column | str, values: Mapping[int, Column], n_words
     bitmap = _col(bitmap)
     words = []
     for w in range(n_words):
-        word = F.coalesce(F.try_element_at(bitmap, F.lit(w + 1)), F.lit(0).cast("bigint"))
+        word = F.coalesce(_word(bitmap, w), F.lit(0).cast("bigint"))
         in_word = {bit: value for bit, value in values.items() if bit // WORD_BITS == w}
         if in_word:
             cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import time
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,78 +33,74 @@ class _Report:
     def line(self, text: str = "") -> None:
         print(f"   {text}", file=self.out, flush=True)
 
-    def timed(self, name: str, started: float) -> None:
+    @contextlib.contextmanager
+    def step(self, name: str, heading: str) -> Iterator[None]:
+        """Prints ``heading``, then records the seconds the block took under ``name``."""
+        started = time.perf_counter()
+        self.heading(heading)
+        yield
         self.timings[name] = round(time.perf_counter() - started, 1)
 
 
 def _generate(spark: SparkSession, cfg: KetchConfig, n_users: int, report: _Report) -> dict[str, str]:
-    started = time.perf_counter()
-    report.heading(f"1. synthetic data for {n_users:,} users under {cfg.warehouse}")
-    paths = generate_demo_data(spark, cfg, n_users=n_users)
-    for name, path in paths.items():
-        report.line(f"{name:<17} {path}")
-    report.timed("generate", started)
+    with report.step("generate", f"1. synthetic data for {n_users:,} users under {cfg.warehouse}"):
+        paths = generate_demo_data(spark, cfg, n_users=n_users)
+        for name, path in paths.items():
+            report.line(f"{name:<17} {path}")
     return paths
 
 
 def _create_tables(spark: SparkSession, cfg: KetchConfig, report: _Report) -> None:
-    started = time.perf_counter()
-    report.heading("2. Delta tables (created if missing)")
-    ensure_tables(spark, cfg)
-    for name, spec in TABLES.items():
-        part = f"  partitioned by {', '.join(spec.partition_by)}" if spec.partition_by else ""
-        report.line(f"{spec.relpath:<20} {table_path(cfg, name)}{part}")
-    report.timed("tables", started)
+    with report.step("tables", "2. Delta tables (created if missing)"):
+        ensure_tables(spark, cfg)
+        for name, spec in TABLES.items():
+            part = f"  partitioned by {', '.join(spec.partition_by)}" if spec.partition_by else ""
+            report.line(f"{spec.relpath:<20} {table_path(cfg, name)}{part}")
 
 
 def _ingest(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
     from ketch_spark.consent.sources import ingest_consent
 
-    started = time.perf_counter()
-    report.heading("3. consent ingest: raw signals -> consent/events, bad records -> consent/quarantine")
-    totals: dict = {"read": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "reasons": {}}
-    for fmt, key in (("json", "consent_json"), ("csv", "consent_csv")):
-        result = ingest_consent(spark, cfg, [paths[key]], fmt=fmt)
-        outcome = (result.expectations or {}).get("success")
-        report.line(
-            f"{fmt:<4} read {result.read:>8,}  accepted {result.accepted:>8,}  quarantined {result.quarantined:>6,}"
-            f"  duplicates {result.duplicates:>6,}  expectations {'passed' if outcome else outcome}"
-        )
-        for field in ("read", "accepted", "quarantined", "duplicates"):
-            totals[field] += getattr(result, field)
-        for reason, count in result.reasons.items():
-            totals["reasons"][reason] = totals["reasons"].get(reason, 0) + count
-    report.line("quarantine breakdown:")
-    for reason, count in sorted(totals["reasons"].items(), key=lambda kv: -kv[1]):
-        report.line(f"  {reason:<22} {count:>6,}")
-    report.timed("ingest", started)
+    with report.step("ingest", "3. consent ingest: raw signals -> consent/events, bad records -> consent/quarantine"):
+        totals: dict = {"read": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "reasons": {}}
+        for fmt, key in (("json", "consent_json"), ("csv", "consent_csv")):
+            result = ingest_consent(spark, cfg, [paths[key]], fmt=fmt)
+            outcome = (result.expectations or {}).get("success")
+            report.line(
+                f"{fmt:<4} read {result.read:>8,}  accepted {result.accepted:>8,}  quarantined {result.quarantined:>6,}"
+                f"  duplicates {result.duplicates:>6,}  expectations {'passed' if outcome else outcome}"
+            )
+            for field in ("read", "accepted", "quarantined", "duplicates"):
+                totals[field] += getattr(result, field)
+            for reason, count in result.reasons.items():
+                totals["reasons"][reason] = totals["reasons"].get(reason, 0) + count
+        report.line("quarantine breakdown:")
+        for reason, count in sorted(totals["reasons"].items(), key=lambda kv: -kv[1]):
+            report.line(f"  {reason:<22} {count:>6,}")
     return totals
 
 
 def _compact(spark: SparkSession, cfg: KetchConfig, report: _Report) -> dict:
     from ketch_spark.consent.compact import compact_consent, consent_rates
 
-    started = time.perf_counter()
-    report.heading("4. consent compaction: consent/events -> consent/state (one bitmap row per user)")
-    result = compact_consent(spark, cfg)
-    report.line(f"events read {result.events_read:,}, users written {result.users_changed:,}, state version {result.state_version}")
-    again = compact_consent(spark, cfg)
-    report.line(f"rerun: events read {again.events_read:,}, users written {again.users_changed:,} (nothing new to apply)")
-    report.line(f"{'purpose':<20} {'basis':<20} {'known':>8} {'granted':>8} {'allowed':>8} {'rate':>6}")
-    rates = {}
-    for row in consent_rates(spark, cfg).collect():
-        rates[row.purpose] = round(row.rate or 0.0, 3)
-        report.line(
-            f"{row.purpose:<20} {row.legal_basis:<20} {row.users_known:>8,} {row.users_granted:>8,}"
-            f" {row.users_allowed:>8,} {row.rate or 0:>6.1%}"
-        )
-    report.timed("compact", started)
+    with report.step("compact", "4. consent compaction: consent/events -> consent/state (one bitmap row per user)"):
+        result = compact_consent(spark, cfg)
+        report.line(f"events read {result.events_read:,}, users written {result.users_changed:,}, state version {result.state_version}")
+        again = compact_consent(spark, cfg)
+        report.line(f"rerun: events read {again.events_read:,}, users written {again.users_changed:,} (nothing new to apply)")
+        report.line(f"{'purpose':<20} {'basis':<20} {'known':>8} {'granted':>8} {'allowed':>8} {'rate':>6}")
+        rates = {}
+        for row in consent_rates(spark, cfg).collect():
+            rates[row.purpose] = round(row.rate or 0.0, 3)
+            report.line(
+                f"{row.purpose:<20} {row.legal_basis:<20} {row.users_known:>8,} {row.users_granted:>8,}"
+                f" {row.users_allowed:>8,} {row.rate or 0:>6.1%}"
+            )
     return {"users": result.users_changed, "rates": rates}
 
 
-def _story_query(events_df: DataFrame, org_id: str) -> DataFrame:
-    """The story's analytics query: distinct users per site, page views, last 30 days, one customer."""
-    last_day = events_df.agg(F.max("event_day")).head()[0]
+def _story_query(events_df: DataFrame, org_id: str, last_day: dt.date) -> DataFrame:
+    """The story's analytics query: distinct users per site, page views, the 30 days up to ``last_day``, one customer."""
     return (
         events_df.where((F.col("org_id") == org_id) & (F.col("event_type") == "PAGE_VIEW"))
         .where(F.col("event_day") > F.date_sub(F.lit(last_day), 30))
@@ -114,38 +112,36 @@ def _story_query(events_df: DataFrame, org_id: str) -> DataFrame:
 def _filter(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
     from ketch_spark.consent.filter import consent_filter, last_filter_info
 
-    started = time.perf_counter()
-    report.heading("5. purpose limitation: the story's analytics query with consent_filter('analytics')")
-    events_df = spark.read.format("delta").load(paths["user_events"])
-    org_id = events_df.groupBy("org_id").count().orderBy(F.desc("count")).head().org_id
-    unfiltered = {r.event_site: r.users for r in _story_query(events_df, org_id).collect()}
-    filtered = {r.event_site: r.users for r in _story_query(events_df.transform(consent_filter("analytics", cfg)), org_id).collect()}
-    info = last_filter_info()
-    report.line(f"customer {org_id}; join {info.join} by {info.strategy}, consent/state version {info.consent_version}")
-    report.line(f"{'site':<10} {'all users':>10} {'consented':>10}")
-    for site in sorted(unfiltered)[:6]:
-        report.line(f"{site:<10} {unfiltered[site]:>10,} {filtered.get(site, 0):>10,}")
-    report.timed("filter", started)
+    with report.step("filter", "5. purpose limitation: the story's analytics query with consent_filter('analytics')"):
+        events_df = spark.read.format("delta").load(paths["user_events"])
+        org_id = events_df.groupBy("org_id").count().orderBy(F.desc("count")).head().org_id
+        last_day = events_df.agg(F.max("event_day")).head()[0]
+        consented_df = events_df.transform(consent_filter("analytics", cfg))
+        unfiltered = {r.event_site: r.users for r in _story_query(events_df, org_id, last_day).collect()}
+        filtered = {r.event_site: r.users for r in _story_query(consented_df, org_id, last_day).collect()}
+        info = last_filter_info()
+        report.line(f"customer {org_id}; join {info.join} by {info.strategy}, consent/state version {info.consent_version}")
+        report.line(f"{'site':<10} {'all users':>10} {'consented':>10}")
+        for site in sorted(unfiltered)[:6]:
+            report.line(f"{site:<10} {unfiltered[site]:>10,} {filtered.get(site, 0):>10,}")
     return {"org_id": org_id, "strategy": info.strategy, "users_all": sum(unfiltered.values()), "users_consented": sum(filtered.values())}
 
 
 def _catalog(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
     from ketch_spark.catalog import AssetCatalog
 
-    started = time.perf_counter()
-    report.heading("6. catalog: discover and classify personal data in the lake and the raw logs")
-    catalog = AssetCatalog(spark, cfg)
-    result = catalog.scan(cfg.path("lake"), paths["logs"])
-    summary = result.summary()
-    report.line(f"assets discovered {summary.get('discovered')}, sampled {summary.get('sampled')}, errors {summary.get('errors')}")
-    found = catalog.search().select("location", "column", "category", "identity_type").orderBy("location", "column").collect()
-    identities: dict[str, list[str]] = {}
-    for row in found:
-        location = row.location.removeprefix("file://").replace(cfg.warehouse.removeprefix("file://"), "<warehouse>")
-        report.line(f"{location:<36} {row.column:<26} {row.category:<16} {row.identity_type or ''}")
-        if row.identity_type:
-            identities.setdefault(location, []).append(f"{row.column}:{row.identity_type}")
-    report.timed("catalog", started)
+    with report.step("catalog", "6. catalog: discover and classify personal data in the lake and the raw logs"):
+        catalog = AssetCatalog(spark, cfg)
+        result = catalog.scan(cfg.path("lake"), paths["logs"])
+        summary = result.summary()
+        report.line(f"assets discovered {summary.get('discovered')}, sampled {summary.get('sampled')}, errors {summary.get('errors')}")
+        found = catalog.search().select("location", "column", "category", "identity_type").orderBy("location", "column").collect()
+        identities: dict[str, list[str]] = {}
+        for row in found:
+            location = row.location.removeprefix("file://").replace(cfg.warehouse.removeprefix("file://"), "<warehouse>")
+            report.line(f"{location:<36} {row.column:<26} {row.category:<16} {row.identity_type or ''}")
+            if row.identity_type:
+                identities.setdefault(location, []).append(f"{row.column}:{row.identity_type}")
     return {"assets": summary.get("discovered"), "personal_columns": len(found), "identities": identities}
 
 

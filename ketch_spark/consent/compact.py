@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-import functools
 from typing import Any, Iterator, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -55,7 +55,6 @@ __all__ = [
     "choice_key",
     "user_choices",
     "apply_choices",
-    "applied_choices",
     "state_merge_condition",
     "consent_rates",
     "applied_events_version",
@@ -198,7 +197,7 @@ def _apply_bit(key: Column, old: _StateColumns, bit: int) -> _BitOutcome:
     )
 
 
-def applied_choices(old: _StateColumns, bits: Sequence[int], n_words: int) -> dict[str, Column]:
+def _applied_choices(old: _StateColumns, bits: Sequence[int], n_words: int) -> dict[str, Column]:
     """A user's state after applying the ``choice_<bit>`` columns of :func:`user_choices` to ``old``.
 
     Plain column arithmetic over the policy's bits (no lambda), so Spark generates
@@ -241,20 +240,20 @@ def apply_choices(
         (event rows of the user read) and ``changed``.
     """
     if state_df is None:
-        joined, old, is_new = choices_df, _StateColumns.of(None), F.lit(True)
+        joined, old, is_new = choices_df.alias("s"), _StateColumns.of(None), F.lit(True)
     else:
         state = state_df.select(*_KEY, "granted", "known", "purpose_ts").alias("t")
         joined = choices_df.alias("s").join(state, [F.col(f"s.{c}") == F.col(f"t.{c}") for c in _KEY], "left")
         old, is_new = _StateColumns.of("t"), F.col("t.user_id").isNull()
-    new = applied_choices(old, bits, n_words)
+    new = _applied_choices(old, bits, n_words)
     return joined.select(
-        *[F.col(f"s.{c}").alias(c) if state_df is not None else F.col(c) for c in _KEY],
+        *[F.col(f"s.{c}").alias(c) for c in _KEY],
         new["granted"].alias("granted"),
         new["known"].alias("known"),
         new["purpose_ts"].alias("purpose_ts"),
         F.lit(updated_at).cast("timestamp").alias("updated_at"),
         is_new.alias("is_new"),
-        F.col("events"),
+        F.col("s.events").alias("events"),
         new["changed"].alias("changed"),
     )
 
