@@ -9,7 +9,7 @@ an older policy stay readable.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -27,6 +27,9 @@ __all__ = [
     "bitmap_or",
     "bitmap_and_not",
     "empty_bitmap",
+    "sql_word",
+    "sql_has_bit",
+    "sql_words_with_bits",
 ]
 
 
@@ -202,3 +205,41 @@ def bitmap_or(left: Column | str, right: Column | str, n_words: int) -> Column:
 def bitmap_and_not(left: Column | str, right: Column | str, n_words: int) -> Column:
     """Bits set in ``left`` and not in ``right`` (null if either is null)."""
     return _wordwise(left, right, n_words, lambda a, b: a.bitwiseAND(F.bitwise_not(b)))
+
+
+# SQL text forms, for plans built from many expressions: one ``selectExpr`` string per
+# column instead of dozens of Column calls, each a round trip to the JVM.
+
+
+def _sql_long(value: int) -> str:
+    """A bigint literal in Spark SQL (the most negative one has no literal form)."""
+    value = _signed(value)
+    return "shiftleft(1L, 63)" if value == -(1 << 63) else f"{value}L"
+
+
+def sql_word(bitmap_sql: str, index: int) -> str:
+    """SQL for word ``index`` of a bitmap: 0 when the bitmap is null or shorter."""
+    return f"coalesce(try_element_at({bitmap_sql}, {index + 1}), 0L)"
+
+
+def sql_has_bit(bitmap_sql: str, bit: int) -> str:
+    """SQL for whether ``bit`` is set in a bitmap: false (not null) for a null bitmap."""
+    return f"((shiftright({sql_word(bitmap_sql, bit // WORD_BITS)}, {bit % WORD_BITS}) & 1L) = 1L)"
+
+
+def sql_words_with_bits(word_sqls: Sequence[str], values: Mapping[int, str]) -> str:
+    """SQL for a bitmap made of ``word_sqls`` with each bit of ``values`` set where its boolean SQL is true.
+
+    Bits of ``values`` are cleared where their SQL is false or null; the other
+    bits of the words are kept; bits beyond the words are ignored.
+    """
+    words = []
+    for w, word in enumerate(word_sqls):
+        in_word = sorted(bit for bit in values if bit // WORD_BITS == w)
+        if in_word:
+            cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)
+            parts = [f"({word} & {_sql_long(~cleared)})"]
+            parts += [f"(CASE WHEN {values[bit]} THEN {_sql_long(1 << (bit % WORD_BITS))} ELSE 0L END)" for bit in in_word]
+            word = " | ".join(parts)
+        words.append(word)
+    return f"array({', '.join(words)})"

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import bitmap_with_bits, has_purpose
+from ketch_spark.bitmap import has_purpose, sql_has_bit, sql_word, sql_words_with_bits
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_version, delta_version
 from ketch_spark.errors import KetchError
@@ -132,10 +132,6 @@ def _key_granted(key: Column) -> Column:
     return key.bitwiseAND(F.lit(1)) == 0
 
 
-def _key_ts(key: Column) -> Column:
-    return F.timestamp_micros(F.shiftright(key, 1))
-
-
 def _choice_column(bit: int) -> str:
     return f"choice_{bit}"
 
@@ -157,75 +153,78 @@ def user_choices(events_df: DataFrame, bits: Sequence[int]) -> DataFrame:
     return events_df.groupBy(*_KEY).agg(F.count(F.lit(1)).alias("events"), *per_bit)
 
 
-@dataclass(frozen=True)
-class _StateColumns:
-    """Where a user's current state comes from: columns of a state row, or nothing (a new user)."""
+def _old_columns(prefix: str | None, bits: Sequence[int], n_words: int) -> list[str]:
+    """Stage 1 of :func:`apply_choices`: the state row read once into plain per-bit columns (SQL).
 
-    granted: Column
-    known: Column
-    purpose_ts: Column
-
-    @staticmethod
-    def of(prefix: str | None) -> _StateColumns:
-        if prefix is None:
-            no_bitmap = F.lit(None).cast("array<bigint>")
-            return _StateColumns(no_bitmap, no_bitmap, F.lit(None).cast("map<int,timestamp>"))
-        return _StateColumns(F.col(f"{prefix}.granted"), F.col(f"{prefix}.known"), F.col(f"{prefix}.purpose_ts"))
-
-
-@dataclass(frozen=True)
-class _BitOutcome:
-    granted: Column
-    event_ts: Column
-    newer: Column
-    changed: Column
-
-
-def _apply_bit(key: Column, old: _StateColumns, bit: int) -> _BitOutcome:
-    """One bit: the state's choice against the user's latest new choice (``key``, may be null)."""
-    old_ts = F.try_element_at(old.purpose_ts, F.lit(bit))
-    old_granted = F.coalesce(has_purpose(old.granted, bit), F.lit(False))
-    new_granted, new_ts = _key_granted(key), _key_ts(key)
-    newer = key.isNotNull() & (old_ts.isNull() | (new_ts > old_ts))
-    tie = key.isNotNull() & (new_ts == old_ts)
-    granted = F.when(newer, new_granted).when(tie, old_granted & new_granted).otherwise(old_granted)
-    return _BitOutcome(
-        granted=granted,
-        event_ts=F.when(newer, new_ts).otherwise(old_ts),
-        newer=newer,
-        changed=newer | (tie & old_granted & ~new_granted),
-    )
-
-
-def _applied_choices(old: _StateColumns, bits: Sequence[int], n_words: int) -> dict[str, Column]:
-    """A user's state after applying the ``choice_<bit>`` columns of :func:`user_choices` to ``old``.
-
-    Plain column arithmetic over the policy's bits (no lambda), so Spark generates
-    code for it.
-
-    Returns:
-        Columns ``granted``, ``known``, ``purpose_ts`` (the new state) and
-        ``changed`` (whether any of them differs from ``old``).
+    Per bit: the old choice's time in microseconds (``__ots_<bit>``), granted and
+    known flags (``__og_<bit>``, ``__ok_<bit>``); per word, the old words
+    (``__gw_<w>``, ``__kw_<w>``), whose bits outside the policy are kept.
+    ``prefix`` starts the names of the state row's columns (``<prefix>_granted``,
+    ...), ``None`` for users without one.
     """
-    outcomes = {bit: _apply_bit(F.col(_choice_column(bit)), old, bit) for bit in bits}
-    epoch = F.lit(dt.datetime(1970, 1, 1)).cast("timestamp")
-    entries = F.array(*[
-        F.when(o.event_ts.isNotNull(), F.struct(F.lit(bit).alias("key"), F.coalesce(o.event_ts, epoch).alias("value")))
-        for bit, o in sorted(outcomes.items())
-    ])
-    known_now = {bit: F.coalesce(has_purpose(old.known, bit), F.lit(False)) | o.newer for bit, o in outcomes.items()}
-    return {
-        "granted": bitmap_with_bits(old.granted, {bit: o.granted for bit, o in outcomes.items()}, n_words),
-        "known": bitmap_with_bits(old.known, known_now, n_words),
-        "purpose_ts": F.map_from_entries(F.array_compact(entries)),
-        "changed": functools.reduce(lambda a, b: a | b, [o.changed for o in outcomes.values()]),
+    if prefix is None:
+        flags = [f"false AS __{flag}_{bit}" for bit in bits for flag in ("og", "ok")]
+        words = [f"0L AS __{name}_{w}" for name in ("gw", "kw") for w in range(n_words)]
+        return [f"CAST(NULL AS BIGINT) AS __ots_{bit}" for bit in bits] + flags + words
+    columns = []
+    for bit in bits:
+        columns += [
+            f"unix_micros(try_element_at({prefix}_purpose_ts, {bit})) AS __ots_{bit}",
+            f"{sql_has_bit(f'{prefix}_granted', bit)} AS __og_{bit}",
+            f"{sql_has_bit(f'{prefix}_known', bit)} AS __ok_{bit}",
+        ]
+    for w in range(n_words):
+        columns += [f"{sql_word(f'{prefix}_granted', w)} AS __gw_{w}", f"{sql_word(f'{prefix}_known', w)} AS __kw_{w}"]
+    return columns
+
+
+def _new_bit_columns(bit: int) -> list[str]:
+    """Stage 2 of :func:`apply_choices`: one bit's new state from the old one and the user's latest choice (SQL).
+
+    The choice wins when it is newer than the state's; on the same time a denial
+    wins. Only columns of stage 1 are read, so the expressions stay small.
+    """
+    key, old_ts, old_granted, old_known = f"choice_{bit}", f"__ots_{bit}", f"__og_{bit}", f"__ok_{bit}"
+    new_ts, new_granted = f"shiftright({key}, 1)", f"(({key} & 1L) = 0L)"
+    newer = f"({key} IS NOT NULL AND ({old_ts} IS NULL OR {new_ts} > {old_ts}))"
+    tie = f"({key} IS NOT NULL AND {new_ts} <=> {old_ts})"
+    return [
+        f"CASE WHEN {newer} THEN {new_ts} ELSE {old_ts} END AS __ts_{bit}",
+        f"CASE WHEN {newer} THEN {new_granted} WHEN {tie} THEN {old_granted} AND {new_granted} ELSE {old_granted} END AS __g_{bit}",
+        f"{old_known} OR {newer} AS __k_{bit}",
+        f"{newer} OR ({tie} AND {old_granted} AND NOT {new_granted}) AS __c_{bit}",
+    ]
+
+
+def _new_state_columns(bits: Sequence[int], n_words: int) -> list[str]:
+    """Stage 3 of :func:`apply_choices`: the per-bit columns packed into the state's columns (SQL)."""
+    entries = ", ".join(
+        f"CASE WHEN __ts_{b} IS NOT NULL THEN named_struct('key', {b}, 'value', "
+        f"coalesce(timestamp_micros(__ts_{b}), TIMESTAMP'1970-01-01 00:00:00')) END"  # coalesce: non-null map values
+        for b in bits
+    )
+    packed = {
+        flag: sql_words_with_bits([f"__{flag}w_{w}" for w in range(n_words)], {b: f"__{flag}_{b}" for b in bits})
+        for flag in ("g", "k")
     }
+    return [
+        f"{packed['g']} AS granted",
+        f"{packed['k']} AS known",
+        f"map_from_entries(array_compact(array({entries}))) AS purpose_ts",
+        f"{' OR '.join(f'__c_{b}' for b in bits)} AS changed",
+    ]
 
 
 def apply_choices(
     choices_df: DataFrame, state_df: DataFrame | None, bits: Sequence[int], n_words: int, updated_at: dt.datetime
 ) -> DataFrame:
     """New state rows of the users in ``choices_df``; ``changed`` is false where nothing would change.
+
+    Three projections of plain column arithmetic (no lambda, no UDF): the state
+    row unpacked into per-bit columns, each bit's new choice, the bits packed
+    again. Kept apart, each old value is read once and the generated code stays
+    small whatever the number of purposes (one fused expression per output
+    column repeated the map lookups and bit tests many times over).
 
     Args:
         choices_df: From :func:`user_choices`.
@@ -239,23 +238,28 @@ def apply_choices(
         The consent_state columns plus ``is_new`` (no state row before), ``events``
         (event rows of the user read) and ``changed``.
     """
+    choices = [_choice_column(bit) for bit in bits]
+    carried = [F.col(f"s.{c}") for c in (*_KEY, "events", *choices)]
     if state_df is None:
-        joined, old, is_new = choices_df.alias("s"), _StateColumns.of(None), F.lit(True)
+        base_df, prefix = choices_df.alias("s").select(*carried, F.lit(True).alias("is_new")), None
     else:
-        state = state_df.select(*_KEY, "granted", "known", "purpose_ts").alias("t")
+        old_state = [F.col(c).alias(f"__t_{c}") for c in ("granted", "known", "purpose_ts")]
+        state = state_df.select(*_KEY, *old_state).alias("t")
         joined = choices_df.alias("s").join(state, [F.col(f"s.{c}") == F.col(f"t.{c}") for c in _KEY], "left")
-        old, is_new = _StateColumns.of("t"), F.col("t.user_id").isNull()
-    new = _applied_choices(old, bits, n_words)
-    return joined.select(
-        *[F.col(f"s.{c}").alias(c) for c in _KEY],
-        new["granted"].alias("granted"),
-        new["known"].alias("known"),
-        new["purpose_ts"].alias("purpose_ts"),
-        F.lit(updated_at).cast("timestamp").alias("updated_at"),
-        is_new.alias("is_new"),
-        F.col("s.events").alias("events"),
-        new["changed"].alias("changed"),
-    )
+        is_new = F.col("t.user_id").isNull().alias("is_new")
+        base_df, prefix = joined.select(*carried, is_new, "__t_granted", "__t_known", "__t_purpose_ts"), "__t"
+    old_df = base_df.selectExpr(*_KEY, "is_new", "events", *choices, *_old_columns(prefix, bits, n_words))
+    kept_words = [f"__{name}_{w}" for name in ("gw", "kw") for w in range(n_words)]
+    new_df = old_df.selectExpr(*_KEY, "is_new", "events", *kept_words, *[c for b in bits for c in _new_bit_columns(b)])
+    granted, known, purpose_ts, changed = _new_state_columns(bits, n_words)
+    updated = f"timestamp_micros({_utc_micros(updated_at)}L) AS updated_at"
+    return new_df.selectExpr(*_KEY, granted, known, purpose_ts, updated, "is_new", "events", changed)
+
+
+def _utc_micros(naive_utc: dt.datetime) -> int:
+    """Microseconds since the epoch of a naive UTC datetime."""
+    delta = naive_utc.replace(tzinfo=dt.timezone.utc) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def state_merge_condition(target: str = "t", source: str = "s") -> str:
