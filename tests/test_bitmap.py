@@ -13,6 +13,9 @@ from ketch_spark.bitmap import (
     bitmap_with_bits,
     has_purpose,
     pack_bits,
+    sql_has_bit,
+    sql_word,
+    sql_words_with_bits,
     unpack_bits,
 )
 
@@ -70,3 +73,20 @@ def test_bitmap_with_bits_sets_clears_and_keeps_the_rest(spark):
     }
     assert out[1] == [0, 3, 100, 127]
     assert out[2] == [0]
+
+
+def test_sql_text_helpers_match_the_column_helpers(spark):
+    df = spark.createDataFrame([(1, [3, 63, 64, 100]), (2, None), (3, [0])], "id int, bits array<int>")
+    df = df.select("id", pack_bits("bits", 2).alias("bm"))
+    values = {0: "true", 63: "false", 127: "(id = 1)", 64: "CAST(NULL AS BOOLEAN)"}
+    words = [sql_word("bm", w) for w in range(2)]
+    out = {
+        r.id: r
+        for r in df.selectExpr(
+            "id", f"{sql_has_bit('bm', 63)} AS b63", f"{sql_has_bit('bm', 200)} AS b200",
+            f"{sql_words_with_bits(words, values)} AS bm2",
+        ).select("id", "b63", "b200", unpack_bits("bm2").alias("bits")).collect()
+    }
+    assert out[1].b63 is True and out[1].b200 is False and out[1].bits == [0, 3, 100, 127]
+    assert out[2].b63 is False and out[2].bits == [0]  # a null bitmap reads as empty
+    assert out[3].b63 is False and out[3].bits == [0]

@@ -97,6 +97,7 @@ def test_semantics_exactly_once_and_failure_safety(spark, wide_cfg, monkeypatch)
     _append(spark, cfg, batch1, "b1")
     first = compact_consent(spark, cfg)
     assert first.committed and first.full and first.users_changed == 3 and first.events_read == 6
+    assert 0 < first.commit_seconds < first.seconds and first.summary()["commit_seconds"] >= 0
     assert _state(spark, cfg) == oracle(batch1)
     assert _state(spark, cfg)[("o1", "u1")][0] == {0, 127}
 
