@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import time
@@ -130,10 +129,6 @@ def choice_key(granted: Column, event_ts: Column) -> Column:
     ``max`` picks the winning choice in a plain hash aggregate.
     """
     return F.unix_micros(event_ts) * F.lit(2) + (~granted).cast("long")
-
-
-def _key_granted(key: Column) -> Column:
-    return key.bitwiseAND(F.lit(1)) == 0
 
 
 def _choice_column(bit: int) -> str:

@@ -205,7 +205,7 @@ def _measure_org(spark: SparkSession, cfg: KetchConfig, events_path: str, org: s
 
 
 def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> dict:
-    n_rows, n_users, rounds = (400_000, 40_000, 1) if quick else (20_000_000, 4_000_000, 2)
+    n_rows, n_users, rounds = (400_000, 40_000, 1) if quick else (20_000_000, 4_000_000, 3)
     paths = _prepare(spark, cfg, workdir, n_rows, n_users)
     spark.read.format("delta").load(paths["events"]).createOrReplaceTempView("bench_user_events")
     spark.read.format("delta").load(paths["rows"]).createOrReplaceTempView("bench_consent_rows")
