@@ -28,7 +28,7 @@ __all__ = [
     "bitmap_and_not",
     "empty_bitmap",
     "sql_word",
-    "sql_has_bit",
+    "sql_word_bit",
     "sql_words_with_bits",
 ]
 
@@ -175,15 +175,24 @@ def bitmap_with_bits(bitmap: Column | str, values: Mapping[int, Column], n_words
     words = []
     for w in range(n_words):
         word = F.coalesce(_word(bitmap, w), F.lit(0).cast("bigint"))
-        in_word = {bit: value for bit, value in values.items() if bit // WORD_BITS == w}
+        in_word, kept = _bits_in_word(values, w)
         if in_word:
-            cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)
-            word = word.bitwiseAND(F.lit(_signed(~cleared)).cast("bigint"))
-            for bit, value in sorted(in_word.items()):
-                one = F.lit(_signed(1 << (bit % WORD_BITS))).cast("bigint")
-                word = word.bitwiseOR(F.when(F.coalesce(value, F.lit(False)), one).otherwise(F.lit(0).cast("bigint")))
+            word = word.bitwiseAND(F.lit(kept).cast("bigint"))
+            for bit, one in in_word:
+                chosen = F.coalesce(values[bit], F.lit(False))
+                word = word.bitwiseOR(F.when(chosen, F.lit(one).cast("bigint")).otherwise(F.lit(0).cast("bigint")))
         words.append(word)
     return F.array(*words)
+
+
+def _bits_in_word(bits: Iterable[int], word: int) -> tuple[list[tuple[int, int]], int]:
+    """The bits of ``bits`` in word ``word`` with their one-bit masks (sorted), and the mask keeping the other bits.
+
+    Masks are the signed bigints Spark holds.
+    """
+    in_word = sorted(bit for bit in bits if bit // WORD_BITS == word)
+    cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)
+    return [(bit, _signed(1 << (bit % WORD_BITS))) for bit in in_word], _signed(~cleared)
 
 
 def empty_bitmap(n_words: int) -> Column:
@@ -212,8 +221,7 @@ def bitmap_and_not(left: Column | str, right: Column | str, n_words: int) -> Col
 
 
 def _sql_long(value: int) -> str:
-    """A bigint literal in Spark SQL (the most negative one has no literal form)."""
-    value = _signed(value)
+    """A bigint literal in Spark SQL for a signed 64-bit value (the most negative one has no literal form)."""
     return "shiftleft(1L, 63)" if value == -(1 << 63) else f"{value}L"
 
 
@@ -222,9 +230,9 @@ def sql_word(bitmap_sql: str, index: int) -> str:
     return f"coalesce(try_element_at({bitmap_sql}, {index + 1}), 0L)"
 
 
-def sql_has_bit(bitmap_sql: str, bit: int) -> str:
-    """SQL for whether ``bit`` is set in a bitmap: false (not null) for a null bitmap."""
-    return f"((shiftright({sql_word(bitmap_sql, bit // WORD_BITS)}, {bit % WORD_BITS}) & 1L) = 1L)"
+def sql_word_bit(word_sql: str, offset: int) -> str:
+    """SQL for whether bit ``offset`` (0-63) of a bigint word is set; use :func:`sql_word` for a bitmap's word."""
+    return f"((shiftright({word_sql}, {offset}) & 1L) = 1L)"
 
 
 def sql_words_with_bits(word_sqls: Sequence[str], values: Mapping[int, str]) -> str:
@@ -235,11 +243,10 @@ def sql_words_with_bits(word_sqls: Sequence[str], values: Mapping[int, str]) -> 
     """
     words = []
     for w, word in enumerate(word_sqls):
-        in_word = sorted(bit for bit in values if bit // WORD_BITS == w)
+        in_word, kept = _bits_in_word(values, w)
         if in_word:
-            cleared = sum(1 << (bit % WORD_BITS) for bit in in_word)
-            parts = [f"({word} & {_sql_long(~cleared)})"]
-            parts += [f"(CASE WHEN {values[bit]} THEN {_sql_long(1 << (bit % WORD_BITS))} ELSE 0L END)" for bit in in_word]
+            parts = [f"({word} & {_sql_long(kept)})"]
+            parts += [f"(CASE WHEN {values[bit]} THEN {_sql_long(one)} ELSE 0L END)" for bit, one in in_word]
             word = " | ".join(parts)
         words.append(word)
     return f"array({', '.join(words)})"

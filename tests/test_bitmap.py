@@ -13,8 +13,8 @@ from ketch_spark.bitmap import (
     bitmap_with_bits,
     has_purpose,
     pack_bits,
-    sql_has_bit,
     sql_word,
+    sql_word_bit,
     sql_words_with_bits,
     unpack_bits,
 )
@@ -83,7 +83,7 @@ def test_sql_text_helpers_match_the_column_helpers(spark):
     out = {
         r.id: r
         for r in df.selectExpr(
-            "id", f"{sql_has_bit('bm', 63)} AS b63", f"{sql_has_bit('bm', 200)} AS b200",
+            "id", f"{sql_word_bit(sql_word('bm', 0), 63)} AS b63", f"{sql_word_bit(sql_word('bm', 3), 8)} AS b200",
             f"{sql_words_with_bits(words, values)} AS bm2",
         ).select("id", "b63", "b200", unpack_bits("bm2").alias("bits")).collect()
     }

@@ -40,7 +40,8 @@ from typing import Any, Iterator, Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import has_purpose, sql_has_bit, sql_word, sql_words_with_bits
+from ketch_spark.bitmap import has_purpose, sql_word, sql_word_bit, sql_words_with_bits
+from ketch_spark.policy import WORD_BITS
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_version, delta_version
 from ketch_spark.errors import KetchError
@@ -153,28 +154,23 @@ def user_choices(events_df: DataFrame, bits: Sequence[int]) -> DataFrame:
 
 
 def _old_columns(prefix: str | None, bits: Sequence[int], n_words: int) -> list[str]:
-    """Stage 1 of :func:`apply_choices`: the state row read once into plain per-bit columns (SQL).
+    """Stage 1 of :func:`apply_choices`: the state row read once into plain columns (SQL).
 
-    Per bit: the old choice's time in microseconds (``__ots_<bit>``), granted and
-    known flags (``__og_<bit>``, ``__ok_<bit>``); per word, the old words
-    (``__gw_<w>``, ``__kw_<w>``), whose bits outside the policy are kept.
-    ``prefix`` starts the names of the state row's columns (``<prefix>_granted``,
-    ...), ``None`` for users without one.
+    Per bit, the old choice's time in microseconds (``__ots_<bit>``); per word,
+    the old granted and known words (``__gw_<w>``, ``__kw_<w>``), whose bits
+    outside the policy are kept. ``prefix`` starts the names of the state row's
+    columns (``<prefix>_granted``, ...), ``None`` for users without one.
     """
     if prefix is None:
-        flags = [f"false AS __{flag}_{bit}" for bit in bits for flag in ("og", "ok")]
-        words = [f"0L AS __{name}_{w}" for name in ("gw", "kw") for w in range(n_words)]
-        return [f"CAST(NULL AS BIGINT) AS __ots_{bit}" for bit in bits] + flags + words
-    columns = []
-    for bit in bits:
-        columns += [
-            f"unix_micros(try_element_at({prefix}_purpose_ts, {bit})) AS __ots_{bit}",
-            f"{sql_has_bit(f'{prefix}_granted', bit)} AS __og_{bit}",
-            f"{sql_has_bit(f'{prefix}_known', bit)} AS __ok_{bit}",
-        ]
-    for w in range(n_words):
-        columns += [f"{sql_word(f'{prefix}_granted', w)} AS __gw_{w}", f"{sql_word(f'{prefix}_known', w)} AS __kw_{w}"]
-    return columns
+        times = [f"CAST(NULL AS BIGINT) AS __ots_{bit}" for bit in bits]
+        return times + [f"0L AS __{name}_{w}" for name in ("gw", "kw") for w in range(n_words)]
+    times = [f"unix_micros(try_element_at({prefix}_purpose_ts, {bit})) AS __ots_{bit}" for bit in bits]
+    words = [
+        f"{sql_word(f'{prefix}_{column}', w)} AS __{name}_{w}"
+        for name, column in (("gw", "granted"), ("kw", "known"))
+        for w in range(n_words)
+    ]
+    return times + words
 
 
 def _new_bit_columns(bit: int) -> list[str]:
@@ -183,7 +179,9 @@ def _new_bit_columns(bit: int) -> list[str]:
     The choice wins when it is newer than the state's; on the same time a denial
     wins. Only columns of stage 1 are read, so the expressions stay small.
     """
-    key, old_ts, old_granted, old_known = f"choice_{bit}", f"__ots_{bit}", f"__og_{bit}", f"__ok_{bit}"
+    word, offset = bit // WORD_BITS, bit % WORD_BITS
+    key, old_ts = f"choice_{bit}", f"__ots_{bit}"
+    old_granted, old_known = sql_word_bit(f"__gw_{word}", offset), sql_word_bit(f"__kw_{word}", offset)
     new_ts, new_granted = f"shiftright({key}, 1)", f"(({key} & 1L) = 0L)"
     newer = f"({key} IS NOT NULL AND ({old_ts} IS NULL OR {new_ts} > {old_ts}))"
     tie = f"({key} IS NOT NULL AND {new_ts} <=> {old_ts})"
@@ -256,9 +254,8 @@ def apply_choices(
 
 
 def _utc_micros(naive_utc: dt.datetime) -> int:
-    """Microseconds since the epoch of a naive UTC datetime."""
-    delta = naive_utc.replace(tzinfo=dt.timezone.utc) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """Microseconds since the epoch of a naive UTC datetime (exact: integer timedelta division)."""
+    return (naive_utc - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 
 
 def state_merge_condition(target: str = "t", source: str = "s") -> str:
