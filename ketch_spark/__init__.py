@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "ConsentFilter": "ketch_spark.consent.filter",
     "PurposeContext": "ketch_spark.consent.filter",
     "ConsentViews": "ketch_spark.consent.filter",
+    "release_key_sets": "ketch_spark.consent.filter",
     "KetchError": "ketch_spark.errors",
     "ConfigError": "ketch_spark.errors",
     "PolicyError": "ketch_spark.errors",

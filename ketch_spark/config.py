@@ -42,9 +42,13 @@ class FilterSettings:
     Attributes:
         broadcast_max_bytes: Largest estimated size of a purpose's key set that is
             broadcast; above it the filter uses a shuffle join.
+        key_set_cache_entries: How many broadcast-sized key sets (one per state
+            version and purpose, kept from their second use) an application keeps
+            persisted for its later filters; 0 turns the reuse off.
     """
 
     broadcast_max_bytes: int = 256 * 1024 * 1024
+    key_set_cache_entries: int = 4
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,14 @@ def _expect(value: Any, kind: type | tuple[type, ...], source: str | None, key: 
     return value
 
 
-def _positive_int(raw: Mapping[str, Any], key: str, default: int, source: str | None, section: str) -> int:
+def _int_setting(
+    raw: Mapping[str, Any], key: str, default: int, source: str | None, section: str, minimum: int = 1
+) -> int:
     value = raw.get(key, default)
-    _expect(value, int, source, f"{section}.{key}", "a positive integer")
-    if value <= 0:
-        raise ConfigError(f"{_where(source, f'{section}.{key}')}: expected a positive integer, found {value}")
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    _expect(value, int, source, f"{section}.{key}", expected)
+    if value < minimum:
+        raise ConfigError(f"{_where(source, f'{section}.{key}')}: expected {expected}, found {value}")
     return value
 
 
@@ -165,17 +172,18 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         _expect(value, (str, int, float, bool), source, f"spark.{key}", "a scalar Spark setting")
         spark[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
     consent_raw = _section(data, "consent", source, ("max_future_skew_seconds",))
-    filter_raw = _section(data, "filter", source, ("broadcast_max_bytes",))
+    filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries"))
     return KetchConfig(
         warehouse=warehouse,
         policy_path=policy,
         spark=spark,
         jars_dir=jars_dir,
         consent=ConsentSettings(
-            max_future_skew_seconds=_positive_int(consent_raw, "max_future_skew_seconds", 300, source, "consent")
+            max_future_skew_seconds=_int_setting(consent_raw, "max_future_skew_seconds", 300, source, "consent")
         ),
         filter=FilterSettings(
-            broadcast_max_bytes=_positive_int(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter")
+            broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),
+            key_set_cache_entries=_int_setting(filter_raw, "key_set_cache_entries", 4, source, "filter", minimum=0),
         ),
         sections={name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data},
         source=source,

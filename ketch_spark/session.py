@@ -28,6 +28,11 @@ _LOCAL_DEFAULTS = {
     # Delta rebuilds a table's snapshot after every commit in this many tasks (default 50,
     # sized for clusters); on one machine each task's setup costs more than its work.
     "spark.databricks.delta.snapshotPartitions": str(min(8, os.cpu_count() or 2)),
+    # In local mode a broadcast never leaves the JVM: tasks read the driver's object itself,
+    # so compressing and checksumming its serialized copy (the consent filter's key set, up
+    # to hundreds of MB) is pure cost.
+    "spark.broadcast.compress": "false",
+    "spark.broadcast.checksum": "false",
 }
 _S3A_KEYS = {
     "endpoint": "fs.s3a.endpoint",

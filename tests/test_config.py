@@ -42,6 +42,7 @@ def test_relative_policy_is_resolved_against_the_config_folder(tmp_path):
         ("consent: {max_future_skew_seconds: -5}\n", "consent.max_future_skew_seconds: expected a positive integer"),
         ("consent: {skew: 5}\n", "consent: unknown key(s) skew"),
         ("filter: {broadcast_max_bytes: big}\n", "filter.broadcast_max_bytes: expected a positive integer"),
+        ("filter: {key_set_cache_entries: -1}\n", "filter.key_set_cache_entries: expected an integer >= 0, found -1"),
         ("spark: {spark.x: {nested: 1}}\n", "spark.spark.x: expected a scalar Spark setting"),
         ("warehouse: a\nwarehouse: b\n", "duplicate key 'warehouse'"),
         ("warehouse: [unclosed\n", "invalid YAML"),

@@ -24,6 +24,7 @@ from ketch_spark.consent.filter import (
     last_filter_info,
     purpose,
     register_consent_views,
+    release_key_sets,
 )
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
 from ketch_spark.tables import ensure_table, table_path, table_spec
@@ -144,9 +145,58 @@ def test_both_legal_bases_broadcast_plans_and_recorded_info(spark, state_cfg, fa
 
 def test_a_query_on_one_org_reads_only_that_org_of_the_state(state_cfg, facts_df):
     """Spark infers the query's org predicate onto the state scan, so Delta can skip other customers' files."""
-    one_org_df = facts_df.where(F.col("org_id") == ORG_A).transform(consent_filter("analytics", state_cfg))
+    release_key_sets()  # a kept key set of the same version would stand in for the state scan
+    not_kept = dataclasses.replace(state_cfg, filter=FilterSettings(key_set_cache_entries=0))
+    one_org_df = facts_df.where(F.col("org_id") == ORG_A).transform(consent_filter("analytics", not_kept))
     state_scan = [line for line in plan_of(one_org_df).splitlines() if "PushedFilters" in line and "consent/state" in line]
     assert state_scan and f"EqualTo(org_id,{ORG_A})" in state_scan[0]
+
+
+def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg, facts_df):
+    release_key_sets()
+    first = consent_filter("analytics", state_cfg)
+    first_df = facts_df.transform(first)
+    assert rows_of(first_df) == [1, 2] and first.info.key_set_reused is False
+    assert "InMemoryTableScan" not in plan_of(first_df)  # a one-query job reads (and prunes) the state only
+
+    second = consent_filter("analytics", state_cfg)
+    second_df = facts_df.transform(second)
+    assert second.info.key_set_reused is False and "InMemoryTableScan" in plan_of(second_df)
+    assert rows_of(second_df) == [1, 2]  # reads the state and fills the kept key set
+
+    again = consent_filter("analytics", state_cfg)
+    again_df = facts_df.where(F.col("org_id") == ORG_A).transform(again)
+    assert again.info.key_set_reused is True and again.info.consent_version == 2
+    plan = plan_of(again_df)
+    assert "InMemoryTableScan" in plan and "BroadcastHashJoin" in plan and "LeftSemi" in plan
+    assert rows_of(again_df) == [1, 2]
+
+    # SQL views of the same version share it.
+    register_consent_views(spark, state_cfg, ["analytics"])
+    assert "InMemoryTableScan" in plan_of(spark.table("consented_users_analytics"))
+
+    # Another version (or purpose) has its own key set, with its own rows.
+    for _ in range(3):
+        at_v1 = consent_filter("analytics", state_cfg, as_of=1)
+        assert rows_of(facts_df.transform(at_v1)) == [1, 2, 7]
+        anti = consent_filter("product_improvement", state_cfg)
+        assert rows_of(facts_df.transform(anti)) == [1, 2, 4, 5, 6, 7]
+    assert at_v1.info.key_set_reused is True and anti.info.key_set_reused is True
+
+    release_key_sets()
+    off = dataclasses.replace(state_cfg, filter=FilterSettings(key_set_cache_entries=0))
+    for _ in range(3):
+        f = consent_filter("analytics", off)
+        assert rows_of(facts_df.transform(f)) == [1, 2]
+    assert f.info.key_set_reused is False and "InMemoryTableScan" not in plan_of(facts_df.transform(f))
+
+    # One entry: keeping version 1 dropped version 2.
+    one = dataclasses.replace(state_cfg, filter=FilterSettings(key_set_cache_entries=1))
+    for as_of in (2, 2, 1, 1, 2):
+        f = consent_filter("analytics", one, as_of=as_of)
+        facts_df.transform(f)
+    assert f.info.key_set_reused is False
+    assert release_key_sets() == 1  # version 1's key set was still kept
 
 
 def test_shuffle_join_above_the_bound_and_exact_measure_between(spark, state_cfg, facts_df):

@@ -31,6 +31,7 @@ def test_session_is_configured(spark):
     assert conf.get("spark.sql.session.timeZone") == "UTC"
     assert conf.get("spark.sql.shuffle.partitions") == "2"
     assert spark.sparkContext.master == "local[2]"
+    assert spark.sparkContext.getConf().get("spark.broadcast.compress") == "false"  # embedded default
     for key, value in delta_settings().items():
         assert conf.get(key) == value
 

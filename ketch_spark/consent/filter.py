@@ -18,6 +18,14 @@ Spark's 10 MB ``autoBroadcastJoinThreshold``, which does not take part in the
 decision); above that bound the filter asks for a sort-merge join. Either way the
 fact table is read once.
 
+From its second use in an application, a broadcast-sized key set is persisted
+for the later filters and views on the same state version and purpose
+(``cfg.filter.key_set_cache_entries`` of them, least recently used dropped first;
+:func:`release_key_sets` frees them): a pipeline that filters many inputs, or a
+notebook that reruns a query, stops reading consent/state for every query, while
+a one-query job never pays for filling it. A committed Delta version never
+changes, so a kept key set is never stale; a new version of the state gets a new one.
+
 Every application records a :class:`FilterInfo` (purpose, join, strategy, key-set
 size estimate, Delta version of the state used): see :attr:`ConsentFilter.info`
 and :func:`last_filter_info`. ``as_of`` pins the state to an earlier Delta version
@@ -40,16 +48,18 @@ import functools
 import inspect
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from py4j.protocol import Py4JError
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ketch_spark.bitmap import has_purpose
-from ketch_spark.config import KetchConfig
+from ketch_spark.config import FilterSettings, KetchConfig
 from ketch_spark.errors import ConfigError, KetchError, SchemaError
 from ketch_spark.policy import Policy, Purpose
 from ketch_spark.tables import delta_table, read_table, table_path
@@ -64,6 +74,7 @@ __all__ = [
     "last_filter_info",
     "purpose",
     "register_consent_views",
+    "release_key_sets",
     "view_name",
     "SEMI_JOIN",
     "ANTI_JOIN",
@@ -103,6 +114,13 @@ _last_info_lock = threading.Lock()
 _MEASURE_CACHE_SIZE = 256
 _measure_cache: dict[tuple[Any, ...], Any] = {}
 _measure_cache_lock = threading.Lock()
+#: Key sets persisted for the later filters of an application, least recently used first:
+#: (application id, state location, version, bit, legal basis) -> DataFrame.
+_kept_key_sets: OrderedDict[tuple[Any, ...], DataFrame] = OrderedDict()
+_kept_key_sets_lock = threading.Lock()
+#: Key sets used once and not kept yet (same keys), oldest first.
+_USED_ONCE_SIZE = 256
+_used_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,9 @@ class FilterInfo:
         consent_version: Delta version of ``consent/state`` that was read; ``None``
             when the state was passed as a DataFrame.
         state_location: Path of the state table, ``None`` for a passed DataFrame.
+        key_set_reused: The key set was already kept (persisted) by earlier filters
+            of this application on the same state version (see
+            ``filter.key_set_cache_entries``), so the state was not read again.
     """
 
     purpose: str
@@ -137,6 +158,7 @@ class FilterInfo:
     broadcast_max_bytes: int
     consent_version: int | None
     state_location: str | None
+    key_set_reused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The info as a plain dict (for job summaries and logs)."""
@@ -238,6 +260,82 @@ def _estimate_key_set(snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, 
         key = (snapshot.location, snapshot.version, purpose.bit, purpose.legal_basis)
         key_rows, size = _remembered(key, lambda: _measure_key_set(key_df))
     return _Estimate(key_rows, size, KEY_SET_SCAN)
+
+
+def _reusable_key_set(
+    spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, entries: int
+) -> tuple[DataFrame, bool]:
+    """The key set kept for this application's later filters, and whether an earlier filter already kept it.
+
+    A key set is kept from its second use on: keeping one fills it with every
+    org's keys (the state scan then cannot skip other customers' files), which a
+    one-query job should not pay for. Only key sets of the Delta state are kept:
+    a committed version never changes, so a kept key set cannot go stale, and a
+    newer version gets its own entry. The least recently used entry beyond
+    ``entries`` is unpersisted.
+    """
+    if entries == 0 or snapshot.location is None:
+        return key_df, False
+    key = (spark.sparkContext.applicationId, snapshot.location, snapshot.version, purpose.bit, purpose.legal_basis)
+    with _kept_key_sets_lock:
+        kept = _kept_key_sets.get(key)
+        if kept is not None:
+            _kept_key_sets.move_to_end(key)
+            return kept, True
+        if key not in _used_once:
+            _used_once[key] = None
+            while len(_used_once) > _USED_ONCE_SIZE:
+                _used_once.popitem(last=False)
+            return key_df, False
+        del _used_once[key]
+        _kept_key_sets[key] = key_df.persist(StorageLevel.MEMORY_AND_DISK)
+        evicted = [_kept_key_sets.popitem(last=False)[1] for _ in range(len(_kept_key_sets) - entries)]
+    for old_df in evicted:
+        _unpersist(old_df)
+    return key_df, False
+
+
+def _unpersist(key_df: DataFrame) -> None:
+    try:
+        key_df.unpersist(blocking=False)
+    except Py4JError:  # its SparkContext is gone, and the cached blocks with it
+        logger.debug("kept key set belonged to a stopped SparkContext")
+
+
+def release_key_sets() -> int:
+    """Unpersists every key set kept for reuse by consent filters and views of this process.
+
+    The next filter of a purpose and version then reads consent/state again, and
+    the one after it keeps the key set again.
+
+    Returns:
+        How many key sets were released.
+    """
+    with _kept_key_sets_lock:
+        kept = list(_kept_key_sets.values())
+        _kept_key_sets.clear()
+        _used_once.clear()
+    for key_df in kept:
+        _unpersist(key_df)
+    return len(kept)
+
+
+@dataclass(frozen=True)
+class _PlannedKeySet:
+    key_df: DataFrame
+    estimate: _Estimate
+    strategy: str
+    reused: bool
+
+
+def _plan_key_set(spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, settings: FilterSettings) -> _PlannedKeySet:
+    """A purpose's key set with its join strategy; a broadcast-sized one is kept for reuse."""
+    key_df = consent_key_set(snapshot.state_df, purpose, granted_implies_known=snapshot.from_compaction)
+    estimate = _estimate_key_set(snapshot, purpose, key_df, settings.broadcast_max_bytes)
+    if estimate.size > settings.broadcast_max_bytes:
+        return _PlannedKeySet(key_df, estimate, SHUFFLE, reused=False)
+    key_df, reused = _reusable_key_set(spark, snapshot, purpose, key_df, settings.key_set_cache_entries)
+    return _PlannedKeySet(key_df, estimate, BROADCAST, reused)
 
 
 def _hinted(key_df: DataFrame, strategy: str) -> DataFrame:
@@ -414,7 +512,7 @@ class ConsentFilter:
         user_col: str,
         org_col: str,
         as_of: int | str | dt.datetime | None,
-        broadcast_max_bytes: int,
+        settings: FilterSettings,
     ) -> None:
         self.purpose = purpose
         self.user_col = user_col
@@ -423,7 +521,7 @@ class ConsentFilter:
         self._cfg = cfg
         self._consent = consent
         self._as_of = as_of
-        self._broadcast_max_bytes = broadcast_max_bytes
+        self._settings = settings
 
     def __repr__(self) -> str:
         return f"ConsentFilter(purpose={self.purpose.name!r}, user_col={self.user_col!r}, org_col={self.org_col!r})"
@@ -458,11 +556,12 @@ class ConsentFilter:
         org, user = self._fact_columns(df)
         org_id, user_id = _id_column(df, org), _id_column(df, user)
         snapshot = self._snapshot(df.sparkSession)
-        key_df = consent_key_set(snapshot.state_df, self.purpose, granted_implies_known=snapshot.from_compaction)
-        estimate = _estimate_key_set(snapshot, self.purpose, key_df, self._broadcast_max_bytes)
-        strategy = BROADCAST if estimate.size <= self._broadcast_max_bytes else SHUFFLE
+        planned = _plan_key_set(df.sparkSession, snapshot, self.purpose, self._settings)
+        estimate, strategy, reused = planned.estimate, planned.strategy, planned.reused
+        bound = self._settings.broadcast_max_bytes
         join = SEMI_JOIN if self.purpose.legal_basis == "consent" else ANTI_JOIN
-        keys = _hinted(key_df.select(F.col("org_id").alias(_KEY_ORG), F.col("user_id").alias(_KEY_USER)), strategy)
+        aliased_df = planned.key_df.select(F.col("org_id").alias(_KEY_ORG), F.col("user_id").alias(_KEY_USER))
+        keys = _hinted(aliased_df, strategy)
         present_df = df.where(org_id.isNotNull() & user_id.isNotNull())
         result_df = present_df.join(keys, (org_id == keys[_KEY_ORG]) & (user_id == keys[_KEY_USER]), join)
         self.info = FilterInfo(
@@ -473,15 +572,16 @@ class ConsentFilter:
             key_set_bytes=estimate.size,
             key_set_rows=estimate.rows,
             estimate_source=estimate.source,
-            broadcast_max_bytes=self._broadcast_max_bytes,
+            broadcast_max_bytes=bound,
             consent_version=snapshot.version,
             state_location=snapshot.location,
+            key_set_reused=reused,
         )
         _remember(self.info)
         logger.info(
-            "consent filter %s (%s): %s %s join, key set ~%d bytes (%s, bound %d), consent version %s",
+            "consent filter %s (%s): %s %s join, key set ~%d bytes (%s, bound %d%s), consent version %s",
             self.purpose.name, self.purpose.legal_basis, strategy, join, estimate.size, estimate.source,
-            self._broadcast_max_bytes, snapshot.version,
+            bound, ", reused" if reused else "", snapshot.version,
         )
         return result_df
 
@@ -535,10 +635,8 @@ def consent_filter(
     for name, value in (("user_col", user_col), ("org_col", org_col)):
         if not isinstance(value, str) or not value:
             raise TypeError(f"{name} must be a column name, got {value!r}")
-    bound = cfg.filter.broadcast_max_bytes if cfg is not None else KetchConfig().filter.broadcast_max_bytes
-    return ConsentFilter(
-        chosen, cfg=cfg, consent=consent, user_col=user_col, org_col=org_col, as_of=as_of, broadcast_max_bytes=bound
-    )
+    settings = cfg.filter if cfg is not None else FilterSettings()
+    return ConsentFilter(chosen, cfg=cfg, consent=consent, user_col=user_col, org_col=org_col, as_of=as_of, settings=settings)
 
 
 # --------------------------------------------------------------------------- purpose-declared jobs
@@ -805,15 +903,12 @@ def register_consent_views(
     policy = cfg.policy()
     chosen = [policy.purpose(name) for name in purposes] if purposes is not None else list(policy.active)
     snapshot = _table_snapshot(spark, cfg, as_of)
-    bound = cfg.filter.broadcast_max_bytes
     views: dict[str, str] = {}
     strategies: dict[str, str] = {}
     for item in chosen:
-        key_df = consent_key_set(snapshot.state_df, item, granted_implies_known=snapshot.from_compaction)
-        estimate = _estimate_key_set(snapshot, item, key_df, bound)
-        strategy = BROADCAST if estimate.size <= bound else SHUFFLE
-        _hinted(key_df, strategy).createOrReplaceTempView(view_name(item))
+        planned = _plan_key_set(spark, snapshot, item, cfg.filter)
+        _hinted(planned.key_df, planned.strategy).createOrReplaceTempView(view_name(item))
         views[item.name] = view_name(item)
-        strategies[item.name] = strategy
+        strategies[item.name] = planned.strategy
     logger.info("registered consent views %s on consent version %s", ", ".join(views.values()), snapshot.version)
     return ConsentViews(consent_version=snapshot.version, views=views, strategies=strategies)
