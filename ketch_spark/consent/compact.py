@@ -180,7 +180,7 @@ def _new_bit_columns(bit: int) -> list[str]:
     wins. Only columns of stage 1 are read, so the expressions stay small.
     """
     word, offset = bit // WORD_BITS, bit % WORD_BITS
-    key, old_ts = f"choice_{bit}", f"__ots_{bit}"
+    key, old_ts = _choice_column(bit), f"__ots_{bit}"
     old_granted, old_known = sql_word_bit(f"__gw_{word}", offset), sql_word_bit(f"__kw_{word}", offset)
     new_ts, new_granted = f"shiftright({key}, 1)", f"(({key} & 1L) = 0L)"
     newer = f"({key} IS NOT NULL AND ({old_ts} IS NULL OR {new_ts} > {old_ts}))"
