@@ -44,7 +44,9 @@ class FilterSettings:
             broadcast; above it the filter uses a shuffle join.
         key_set_cache_entries: How many broadcast-sized key sets (one per state
             version and purpose, kept from their second use) an application keeps
-            persisted for its later filters; 0 turns the reuse off.
+            persisted for its later filters, and how many broadcast relations of
+            them (one per key set and build-side filter) the session extension
+            keeps; 0 turns the reuse off.
     """
 
     broadcast_max_bytes: int = 256 * 1024 * 1024

@@ -1,7 +1,8 @@
 """JVM jars Spark needs, resolved once from Maven Central into a project folder.
 
 ``python -m ketch_spark.jars install`` (run by ``make install``) resolves every
-group below with Spark's own resolver into ``.ketch/jars`` and writes a manifest.
+group below with Spark's own resolver into ``.ketch/jars`` and writes a manifest;
+it also builds ketch-spark's session extension there (:mod:`ketch_spark.extensions`).
 :func:`ketch_spark.spark_session` then puts those files on the classpath, so later
 starts are offline. On a cluster, pass the same coordinates to
 ``spark-submit --packages`` instead (see :func:`packages_argument`).
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ketch_spark.errors import JarsNotInstalledError, KetchError
+from ketch_spark.extensions import EXTENSION_CLASS, build_extension_jar, extension_jar
 
 __all__ = [
     "JAR_GROUPS",
@@ -172,7 +174,7 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ketch_spark.jars", description=__doc__)
-    parser.add_argument("command", choices=["install", "packages", "path"])
+    parser.add_argument("command", choices=["install", "packages", "path", "extension"])
     parser.add_argument("--group", action="append", choices=sorted(JAR_GROUPS), help="default: all groups")
     parser.add_argument("--dir", help="jars folder (default .ketch/jars)")
     args = parser.parse_args(argv)
@@ -182,9 +184,16 @@ def _main(argv: list[str] | None = None) -> int:
         print(packages_argument(groups))
     elif args.command == "path":
         print(",".join(installed_jar_paths(jars_dir, groups)))
+    elif args.command == "extension":
+        jar = extension_jar(jars_dir)
+        if jar is None:
+            raise JarsNotInstalledError(f"the session extension is not built in {jars_dir}; run `make install`")
+        print(f"--jars {jar} --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,{EXTENSION_CLASS}")
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         install_jars(groups, jars_dir)
+        build_extension_jar(jars_dir)
+        (jars_dir / _MANIFEST).touch()
         print(f"jars ready in {jars_dir}")
     return 0
 

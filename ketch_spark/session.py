@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import SparkSession
@@ -11,6 +12,7 @@ from pyspark.sql import SparkSession
 from ketch_spark.config import KetchConfig
 from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
+from ketch_spark.extensions import EXTENSION_CLASS, extension_jar
 
 __all__ = ["spark_session", "delta_settings", "s3a_settings"]
 
@@ -76,9 +78,10 @@ def _inside_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
 
 
-def _local_jars(cfg: KetchConfig) -> str:
-    jars_dir = default_jars_dir(cfg.jars_dir)
+def _local_jars(jars_dir: Path, extension: Path | None) -> str:
     paths = installed_jar_paths(jars_dir, ["delta"])
+    if extension is not None:
+        paths.append(str(extension))
     for group in JAR_GROUPS:
         if group == "delta":
             continue
@@ -117,8 +120,18 @@ def spark_session(
     if not managed:
         settings.update(_LOCAL_DEFAULTS)
         settings["spark.master"] = "local[*]"
-        settings["spark.jars"] = _local_jars(cfg)
-    settings.update(_DELTA)
+        jars_dir = default_jars_dir(cfg.jars_dir)
+        extension = extension_jar(jars_dir)
+        settings["spark.jars"] = _local_jars(jars_dir, extension)
+        if extension is not None:
+            settings["spark.sql.extensions"] = f"{_DELTA['spark.sql.extensions']},{EXTENSION_CLASS}"
+        else:
+            logger.warning(
+                "ketch-spark's session extension is not built in %s (run `make install`): consent filters "
+                "then rebuild the broadcast of a kept key set for every query", jars_dir
+            )
+    for key, value in _DELTA.items():
+        settings.setdefault(key, value)
     settings.update(s3a_settings(cfg))
     settings.update(cfg.spark)
     settings.update(extra or {})

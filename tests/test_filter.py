@@ -26,6 +26,8 @@ from ketch_spark.consent.filter import (
     register_consent_views,
     release_key_sets,
 )
+from ketch_spark.extensions import KEPT_KEY_SET_PREFIX as KEPT
+from ketch_spark.extensions import KEPT_RELATIONS_CONF, kept_relation_count
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
 from ketch_spark.tables import ensure_table, table_path, table_spec
 
@@ -157,23 +159,32 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
     first = consent_filter("analytics", state_cfg)
     first_df = facts_df.transform(first)
     assert rows_of(first_df) == [1, 2] and first.info.key_set_reused is False
-    assert "InMemoryTableScan" not in plan_of(first_df)  # a one-query job reads (and prunes) the state only
+    assert KEPT not in plan_of(first_df)  # a one-query job reads (and prunes) the state only
+    assert first.info.relation_kept is False
 
     second = consent_filter("analytics", state_cfg)
     second_df = facts_df.transform(second)
-    assert second.info.key_set_reused is False and "InMemoryTableScan" in plan_of(second_df)
+    assert second.info.key_set_reused is False and KEPT in plan_of(second_df)
+    assert second.info.relation_kept is True
     assert rows_of(second_df) == [1, 2]  # reads the state and fills the kept key set
 
     again = consent_filter("analytics", state_cfg)
     again_df = facts_df.where(F.col("org_id") == ORG_A).transform(again)
     assert again.info.key_set_reused is True and again.info.consent_version == 2
     plan = plan_of(again_df)
-    assert "InMemoryTableScan" in plan and "BroadcastHashJoin" in plan and "LeftSemi" in plan
+    assert f"KeptBroadcast {KEPT}" in plan and "BroadcastHashJoin" in plan and "LeftSemi" in plan
+    assert "BroadcastExchange" not in plan
     assert rows_of(again_df) == [1, 2]
 
     # SQL views of the same version share it.
     register_consent_views(spark, state_cfg, ["analytics"])
-    assert "InMemoryTableScan" in plan_of(spark.table("consented_users_analytics"))
+    assert KEPT in plan_of(spark.table("consented_users_analytics"))
+    facts_df.createOrReplaceTempView("kept_facts")
+    sql_df = spark.sql(
+        "SELECT f.* FROM kept_facts f LEFT SEMI JOIN consented_users_analytics c "
+        "ON f.org_id = c.org_id AND f.user_id = c.user_id"
+    )
+    assert f"KeptBroadcast {KEPT}" in plan_of(sql_df) and rows_of(sql_df) == [1, 2]
 
     # Another version (or purpose) has its own key set, with its own rows.
     for _ in range(3):
@@ -188,7 +199,7 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
     for _ in range(3):
         f = consent_filter("analytics", off)
         assert rows_of(facts_df.transform(f)) == [1, 2]
-    assert f.info.key_set_reused is False and "InMemoryTableScan" not in plan_of(facts_df.transform(f))
+    assert f.info.key_set_reused is False and KEPT not in plan_of(facts_df.transform(f))
 
     # One entry: keeping version 1 dropped version 2.
     one = dataclasses.replace(state_cfg, filter=FilterSettings(key_set_cache_entries=1))
@@ -197,6 +208,58 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
         facts_df.transform(f)
     assert f.info.key_set_reused is False
     assert release_key_sets() == 1  # version 1's key set was still kept
+
+
+def test_kept_key_set_serves_one_broadcast_relation_per_org_until_released(
+    spark, base_config, state_cfg, facts_df, tmp_path
+):
+    release_key_sets()
+    assert kept_relation_count(spark) == 0
+
+    def one_org(org, cfg=state_cfg, purpose_name="analytics"):
+        f = consent_filter(purpose_name, cfg)
+        return f, facts_df.where(F.col("org_id") == org).transform(f)
+
+    for _ in range(2):
+        rows_of(one_org(ORG_A)[1])  # the second use keeps the key set and builds ORG_A's relation
+    assert kept_relation_count(spark) == 1
+    f, org_a_df = one_org(ORG_A)
+    assert f.info.key_set_reused and f.info.relation_kept
+    assert rows_of(org_a_df) == [1, 2] and kept_relation_count(spark) == 1  # probed, not rebuilt
+    assert rows_of(one_org(ORG_B)[1]) == [] and kept_relation_count(spark) == 2  # another build-side filter
+
+    anti, anti_df = one_org(ORG_A, purpose_name="product_improvement")
+    rows_of(anti_df)
+    anti, anti_df = one_org(ORG_A, purpose_name="product_improvement")
+    assert "LeftAnti" in plan_of(anti_df) and f"KeptBroadcast {KEPT}" in plan_of(anti_df)
+    assert rows_of(anti_df) == [1, 2, 4, 5] and kept_relation_count(spark) == 3
+
+    # The session setting turns kept relations off: Spark's own broadcast, same rows.
+    spark.conf.set(KEPT_RELATIONS_CONF, "false")
+    try:
+        f, off_df = one_org(ORG_A)
+        assert f.info.key_set_reused and not f.info.relation_kept
+        assert "BroadcastExchange" in plan_of(off_df) and "KeptBroadcast" not in plan_of(off_df)
+        assert rows_of(off_df) == [1, 2]
+    finally:
+        spark.conf.unset(KEPT_RELATIONS_CONF)
+
+    # Key sets leaving the LRU take their relations along; a new state version gets new ones.
+    own = dataclasses.replace(
+        base_config.with_warehouse(tmp_path / "warehouse"), filter=FilterSettings(key_set_cache_entries=1)
+    )
+    append_state(spark, own, STATE_V1)
+    for _ in range(2):
+        f, own_df = one_org(ORG_A, cfg=own)
+        assert rows_of(own_df) == [1, 2]
+    assert kept_relation_count(spark) == 1  # the three relations of state_cfg's key sets are gone
+    append_state(spark, own, [state_row(ORG_A, "stranger", granted=[ANALYTICS])])
+    for _ in range(3):
+        g, new_df = one_org(ORG_A, cfg=own)
+        assert rows_of(new_df) == [1, 2, 5]
+    assert g.info.consent_version == f.info.consent_version + 1 and g.info.relation_kept
+    assert kept_relation_count(spark) == 1
+    assert release_key_sets() == 1 and kept_relation_count(spark) == 0
 
 
 def test_shuffle_join_above_the_bound_and_exact_measure_between(spark, state_cfg, facts_df):

@@ -6,6 +6,8 @@ from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from ketch_spark.extensions import EXTENSION_CLASS, build_extension_jar, extension_active, extension_jar
+from ketch_spark.jars import default_jars_dir
 from ketch_spark.session import delta_settings, s3a_settings
 from ketch_spark.config import config_from_mapping
 
@@ -32,8 +34,17 @@ def test_session_is_configured(spark):
     assert conf.get("spark.sql.shuffle.partitions") == "2"
     assert spark.sparkContext.master == "local[2]"
     assert spark.sparkContext.getConf().get("spark.broadcast.compress") == "false"  # embedded default
-    for key, value in delta_settings().items():
-        assert conf.get(key) == value
+    assert conf.get("spark.sql.catalog.spark_catalog") == delta_settings()["spark.sql.catalog.spark_catalog"]
+    extensions = conf.get("spark.sql.extensions").split(",")
+    assert extensions == [delta_settings()["spark.sql.extensions"], EXTENSION_CLASS]
+    assert extension_active(spark)  # built by `make install`, on the classpath, registered
+
+
+def test_extension_jar_is_built_once_per_source(tmp_path):
+    jar = extension_jar(default_jars_dir())
+    assert jar is not None and jar.parent == default_jars_dir()
+    assert build_extension_jar(jar.parent) == jar  # the current source is built already: no compile
+    assert extension_jar(tmp_path) is None
 
 
 def test_s3a_settings_from_connectors_section():

@@ -25,6 +25,12 @@ for the later filters and views on the same state version and purpose
 notebook that reruns a query, stops reading consent/state for every query, while
 a one-query job never pays for filling it. A committed Delta version never
 changes, so a kept key set is never stale; a new version of the state gets a new one.
+With ketch-spark's session extension (:mod:`ketch_spark.extensions`, registered by
+:func:`ketch_spark.spark_session`) the broadcast hash relation of a kept key set is
+kept as well (as many as ``key_set_cache_entries``, one per key set and build-side
+filter such as one org): later queries probe it without collecting, hashing and
+broadcasting the key set again, so a filtered query costs about what the
+unfiltered one does.
 
 Every application records a :class:`FilterInfo` (purpose, join, strategy, key-set
 size estimate, Delta version of the state used): see :attr:`ConsentFilter.info`
@@ -61,6 +67,12 @@ from pyspark.sql import types as T
 from ketch_spark.bitmap import has_purpose
 from ketch_spark.config import FilterSettings, KetchConfig
 from ketch_spark.errors import ConfigError, KetchError, SchemaError
+from ketch_spark.extensions import (
+    KEPT_KEY_SET_PREFIX,
+    extension_active,
+    release_kept_relations,
+    set_kept_relation_capacity,
+)
 from ketch_spark.policy import Policy, Purpose
 from ketch_spark.tables import delta_table, read_table, table_path
 
@@ -116,10 +128,11 @@ _measure_cache: dict[tuple[Any, ...], Any] = {}
 _measure_cache_lock = threading.Lock()
 #: Key sets persisted for the later filters of an application, least recently used first:
 #: (application id, state location, version, bit, legal basis) -> DataFrame.
-_kept_key_sets: OrderedDict[tuple[Any, ...], DataFrame] = OrderedDict()
+_kept_key_sets: OrderedDict[tuple[Any, ...], _KeptKeySet] = OrderedDict()
 _kept_key_sets_lock = threading.Lock()
 #: Key sets used once and not kept yet (same keys), oldest first.
 _USED_ONCE_SIZE = 256
+_kept_serial = 0
 _used_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()
 
 
@@ -146,6 +159,11 @@ class FilterInfo:
         key_set_reused: The key set was already kept (persisted) by earlier filters
             of this application on the same state version (see
             ``filter.key_set_cache_entries``), so the state was not read again.
+        relation_kept: The key set is kept and ketch-spark's session extension
+            (:mod:`ketch_spark.extensions`) serves its broadcast hash relation: built
+            by the first query that joins to it (per build-side filter, e.g. one
+            org) and reused by the later ones, so they neither collect nor
+            broadcast the key set again.
     """
 
     purpose: str
@@ -159,6 +177,7 @@ class FilterInfo:
     consent_version: int | None
     state_location: str | None
     key_set_reused: bool = False
+    relation_kept: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The info as a plain dict (for job summaries and logs)."""
@@ -262,42 +281,68 @@ def _estimate_key_set(snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, 
     return _Estimate(key_rows, size, KEY_SET_SCAN)
 
 
+@dataclass(frozen=True)
+class _KeptKeySet:
+    key_df: DataFrame
+    name: str
+
+
 def _reusable_key_set(
     spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, entries: int
-) -> tuple[DataFrame, bool]:
-    """The key set kept for this application's later filters, and whether an earlier filter already kept it.
+) -> tuple[DataFrame, bool, bool]:
+    """The key set kept for this application's later filters, whether an earlier filter already kept it, and whether it is kept now.
 
     A key set is kept from its second use on: keeping one fills it with every
     org's keys (the state scan then cannot skip other customers' files), which a
     one-query job should not pay for. Only key sets of the Delta state are kept:
     a committed version never changes, so a kept key set cannot go stale, and a
     newer version gets its own entry. The least recently used entry beyond
-    ``entries`` is unpersisted.
+    ``entries`` is unpersisted, with its broadcast relations.
     """
     if entries == 0 or snapshot.location is None:
-        return key_df, False
+        return key_df, False, False
     key = (spark.sparkContext.applicationId, snapshot.location, snapshot.version, purpose.bit, purpose.legal_basis)
     with _kept_key_sets_lock:
         kept = _kept_key_sets.get(key)
         if kept is not None:
             _kept_key_sets.move_to_end(key)
-            return kept, True
+            return kept.key_df, True, True
         if key not in _used_once:
             _used_once[key] = None
             while len(_used_once) > _USED_ONCE_SIZE:
                 _used_once.popitem(last=False)
-            return key_df, False
+            return key_df, False, False
         del _used_once[key]
-        _kept_key_sets[key] = key_df.persist(StorageLevel.MEMORY_AND_DISK)
+        _kept_key_sets[key] = _keep(spark, key_df)
         evicted = [_kept_key_sets.popitem(last=False)[1] for _ in range(len(_kept_key_sets) - entries)]
-    for old_df in evicted:
-        _unpersist(old_df)
-    return key_df, False
+    set_kept_relation_capacity(spark, entries)
+    for old in evicted:
+        _unkeep(old)
+    return key_df, False, True
 
 
-def _unpersist(key_df: DataFrame) -> None:
+def _keep(spark: SparkSession, key_df: DataFrame) -> _KeptKeySet:
+    """Persists ``key_df`` under a kept-key-set name, by which the session extension knows its rows never change."""
+    global _kept_serial
+    _kept_serial += 1
+    name = f"{KEPT_KEY_SET_PREFIX}{_kept_serial}"
+    level = spark.sparkContext._getJavaStorageLevel(StorageLevel.MEMORY_AND_DISK)
+    cache_manager = spark._jsparkSession.sharedState().cacheManager()
+    cache_manager.cacheQuery(key_df._jdf, spark.sparkContext._jvm.scala.Option.apply(name), level)
+    return _KeptKeySet(key_df, name)
+
+
+def _release_all_relations(spark: SparkSession) -> None:
     try:
-        key_df.unpersist(blocking=False)
+        release_kept_relations(spark)
+    except Py4JError:
+        logger.debug("kept relations belonged to a stopped SparkContext")
+
+
+def _unkeep(kept: _KeptKeySet) -> None:
+    try:
+        release_kept_relations(kept.key_df.sparkSession, kept.name)
+        kept.key_df.unpersist(blocking=False)
     except Py4JError:  # its SparkContext is gone, and the cached blocks with it
         logger.debug("kept key set belonged to a stopped SparkContext")
 
@@ -305,8 +350,9 @@ def _unpersist(key_df: DataFrame) -> None:
 def release_key_sets() -> int:
     """Unpersists every key set kept for reuse by consent filters and views of this process.
 
-    The next filter of a purpose and version then reads consent/state again, and
-    the one after it keeps the key set again.
+    Their broadcast relations (kept by the session extension) are destroyed too, so
+    call it between queries. The next filter of a purpose and version then reads
+    consent/state again, and the one after it keeps the key set again.
 
     Returns:
         How many key sets were released.
@@ -315,8 +361,10 @@ def release_key_sets() -> int:
         kept = list(_kept_key_sets.values())
         _kept_key_sets.clear()
         _used_once.clear()
-    for key_df in kept:
-        _unpersist(key_df)
+    for session in {id(old.key_df.sparkSession): old.key_df.sparkSession for old in kept}.values():
+        _release_all_relations(session)
+    for old in kept:
+        _unkeep(old)
     return len(kept)
 
 
@@ -326,6 +374,7 @@ class _PlannedKeySet:
     estimate: _Estimate
     strategy: str
     reused: bool
+    relation_kept: bool = False
 
 
 def _plan_key_set(spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, settings: FilterSettings) -> _PlannedKeySet:
@@ -334,8 +383,8 @@ def _plan_key_set(spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, se
     estimate = _estimate_key_set(snapshot, purpose, key_df, settings.broadcast_max_bytes)
     if estimate.size > settings.broadcast_max_bytes:
         return _PlannedKeySet(key_df, estimate, SHUFFLE, reused=False)
-    key_df, reused = _reusable_key_set(spark, snapshot, purpose, key_df, settings.key_set_cache_entries)
-    return _PlannedKeySet(key_df, estimate, BROADCAST, reused)
+    key_df, reused, kept = _reusable_key_set(spark, snapshot, purpose, key_df, settings.key_set_cache_entries)
+    return _PlannedKeySet(key_df, estimate, BROADCAST, reused, relation_kept=kept and extension_active(spark))
 
 
 def _hinted(key_df: DataFrame, strategy: str) -> DataFrame:
@@ -576,12 +625,13 @@ class ConsentFilter:
             consent_version=snapshot.version,
             state_location=snapshot.location,
             key_set_reused=reused,
+            relation_kept=planned.relation_kept,
         )
         _remember(self.info)
         logger.info(
             "consent filter %s (%s): %s %s join, key set ~%d bytes (%s, bound %d%s), consent version %s",
             self.purpose.name, self.purpose.legal_basis, strategy, join, estimate.size, estimate.source,
-            bound, ", reused" if reused else "", snapshot.version,
+            bound, ", reused" * reused + ", kept relation" * planned.relation_kept, snapshot.version,
         )
         return result_df
 

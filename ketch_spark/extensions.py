@@ -1,0 +1,166 @@
+"""ketch-spark's Spark session extension: kept key sets keep their broadcast relation.
+
+From its second use in an application the consent filter keeps a purpose's key set
+in memory (see :mod:`ketch_spark.consent.filter`). Spark still collects, hashes and
+broadcasts that key set again for every query that joins to it: for a big customer
+(a million granted users) that is about a second per query, whatever the query.
+The extension (``jvm/KeptKeySets.scala``) plans a broadcast semi or anti join whose
+build side is a kept key set on a broadcast hash relation built once per key set
+and build-side filter (e.g. one org) and reused by every later query, so a filtered
+query costs little more than the unfiltered one. The plan keeps its
+``BroadcastHashJoin``; its build side reads ``KeptBroadcast <key set>`` instead of
+``BroadcastExchange``. Without the extension the filter gives the same rows.
+
+``python -m ketch_spark.jars install`` (``make install``) compiles the source with
+the Scala compiler pyspark ships into ``.ketch/jars/ketch-spark-extensions-<hash>.jar``;
+the embedded session puts it on the classpath and registers it. On a cluster pass
+``--jars <that jar>`` and add :data:`EXTENSION_CLASS` to ``spark.sql.extensions``
+(``python -m ketch_spark.jars extension`` prints both). Setting
+``spark.ketch.keptRelations.enabled=false`` in a session turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from py4j.java_gateway import JavaClass
+from pyspark.sql import SparkSession
+
+from ketch_spark.errors import KetchError
+
+__all__ = [
+    "EXTENSION_CLASS",
+    "KEPT_KEY_SET_PREFIX",
+    "KEPT_RELATIONS_CONF",
+    "build_extension_jar",
+    "extension_active",
+    "extension_jar",
+    "kept_relation_count",
+    "release_kept_relations",
+    "set_kept_relation_capacity",
+]
+
+logger = logging.getLogger(__name__)
+
+EXTENSION_CLASS = "org.apache.spark.sql.ketch.KetchSparkExtensions"
+#: Session setting: "false" plans kept key sets' joins the usual way (a broadcast per query).
+KEPT_RELATIONS_CONF = "spark.ketch.keptRelations.enabled"
+#: Cached relations named with this prefix are kept key sets (the Scala side checks the same prefix).
+KEPT_KEY_SET_PREFIX = "ketch_kept_key_set_"
+_SOURCE = Path(__file__).resolve().parent / "jvm" / "KeptKeySets.scala"
+_JAR_STEM = "ketch-spark-extensions"
+_REGISTRY = "org.apache.spark.sql.ketch.KeptKeySets"
+
+
+def _source_digest() -> str:
+    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+
+
+def extension_jar(jars_dir: Path) -> Path | None:
+    """The extension jar built from the current source in ``jars_dir``, ``None`` when not built."""
+    jar = jars_dir / f"{_JAR_STEM}-{_source_digest()}.jar"
+    return jar if jar.is_file() else None
+
+
+def _pyspark_jars() -> list[Path]:
+    import pyspark
+
+    return sorted((Path(pyspark.__file__).resolve().parent / "jars").glob("*.jar"))
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    return str(Path(home) / "bin" / "java") if home else "java"
+
+
+def _compile(output: Path) -> None:
+    """Compiles the Scala source into ``output`` with the compiler pyspark bundles (no download)."""
+    jars = _pyspark_jars()
+    compiler = [j for j in jars if j.name.startswith(("scala-compiler-", "scala-library-", "scala-reflect-"))]
+    if len(compiler) != 3:
+        raise KetchError(
+            f"pyspark's jars folder lacks the Scala compiler (found {[j.name for j in compiler]}); "
+            "reinstall pyspark (`make install`)"
+        )
+    command = [
+        _java(), "-cp", os.pathsep.join(map(str, compiler)), "scala.tools.nsc.Main",
+        "-nowarn", "-classpath", os.pathsep.join(map(str, jars)), "-d", str(output), str(_SOURCE),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not output.is_file():
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise KetchError(f"could not compile {_SOURCE.name} (java 17+ must be on PATH or in JAVA_HOME):\n{tail}")
+
+
+def build_extension_jar(jars_dir: Path) -> Path:
+    """Builds the extension jar into ``jars_dir`` unless the current source is already built.
+
+    Jars of older sources are removed, so the session never loads two versions.
+
+    Raises:
+        KetchError: The compiler failed (the message holds its output).
+    """
+    jars_dir.mkdir(parents=True, exist_ok=True)
+    built = extension_jar(jars_dir)
+    if built is not None:
+        return built
+    target = jars_dir / f"{_JAR_STEM}-{_source_digest()}.jar"
+    with tempfile.TemporaryDirectory(dir=jars_dir) as tmp:
+        staged = Path(tmp) / target.name
+        _compile(staged)
+        staged.replace(target)
+    for old in jars_dir.glob(f"{_JAR_STEM}-*.jar"):
+        if old != target:
+            old.unlink()
+    logger.info("built %s", target.name)
+    return target
+
+
+def _registry(spark: SparkSession) -> JavaClass | None:
+    """The JVM registry of kept relations, ``None`` when the extension is not registered in ``spark``."""
+    if EXTENSION_CLASS not in spark.conf.get("spark.sql.extensions", "").split(","):
+        return None
+    registry = spark.sparkContext._jvm
+    for part in _REGISTRY.split("."):
+        registry = getattr(registry, part)
+    return registry if isinstance(registry, JavaClass) else None
+
+
+def extension_active(spark: SparkSession) -> bool:
+    """Whether ``spark`` registers the extension, has its jar and does not turn kept relations off."""
+    enabled = spark.conf.get(KEPT_RELATIONS_CONF, "true").strip().lower() == "true"
+    return enabled and _registry(spark) is not None
+
+
+def set_kept_relation_capacity(spark: SparkSession, entries: int) -> None:
+    """Keeps at most ``entries`` broadcast relations of kept key sets (least recently used dropped)."""
+    registry = _registry(spark)
+    if registry is not None:
+        registry.setCapacity(entries)
+
+
+def release_kept_relations(spark: SparkSession, key_set_name: str | None = None) -> int:
+    """Drops the broadcast relations of one kept key set, or destroys all of them when ``None``.
+
+    Dropping one key set's relations lets a query still running on them finish (Spark's
+    context cleaner frees them once unused); destroying all frees them at once, so no
+    query may be running on them.
+
+    Returns:
+        How many relations were dropped.
+    """
+    registry = _registry(spark)
+    if registry is None:
+        return 0
+    return int(registry.releaseAll() if key_set_name is None else registry.release(key_set_name))
+
+
+def kept_relation_count(spark: SparkSession) -> int:
+    """How many broadcast relations of kept key sets the application holds."""
+    registry = _registry(spark)
+    return 0 if registry is None else int(registry.size())

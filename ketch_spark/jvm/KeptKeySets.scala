@@ -1,0 +1,145 @@
+/*
+ * ketch-spark's Spark session extension: a consent filter whose key set is kept (persisted) for an
+ * application reuses one broadcast hash relation per key set and filter across queries, instead of
+ * collecting, building and broadcasting the same relation for every query.
+ *
+ * It lives under org.apache.spark.sql to plan the key set with QueryExecution.prepareExecutedPlan
+ * (private[sql]), which plans it without adaptive execution while an outer query runs.
+ */
+package org.apache.spark.sql.ketch
+
+import java.util.{LinkedHashMap => JLinkedHashMap}
+
+import scala.jdk.CollectionConverters._
+
+import org.apache.spark.broadcast.Broadcast
+import org.apache.spark.rdd.RDD
+import org.apache.spark.sql.SparkSessionExtensions
+import org.apache.spark.sql.catalyst.InternalRow
+import org.apache.spark.sql.catalyst.expressions.{Attribute, BindReferences}
+import org.apache.spark.sql.catalyst.optimizer.BuildRight
+import org.apache.spark.sql.catalyst.planning.ExtractEquiJoinKeys
+import org.apache.spark.sql.catalyst.plans.{LeftAnti, LeftSemi}
+import org.apache.spark.sql.catalyst.plans.logical.{BROADCAST, LogicalPlan}
+import org.apache.spark.sql.catalyst.plans.physical.{BroadcastMode, BroadcastPartitioning, Partitioning}
+import org.apache.spark.sql.classic
+import org.apache.spark.sql.execution.{LeafExecNode, QueryExecution, SparkPlan, SparkStrategy}
+import org.apache.spark.sql.execution.columnar.InMemoryRelation
+import org.apache.spark.sql.execution.joins.{BroadcastHashJoinExec, HashJoin, HashedRelationBroadcastMode}
+
+/** Registered through `spark.sql.extensions`. */
+class KetchSparkExtensions extends (SparkSessionExtensions => Unit) {
+  override def apply(extensions: SparkSessionExtensions): Unit =
+    extensions.injectPlannerStrategy(session => KeptKeySetJoins(session.asInstanceOf[classic.SparkSession]))
+}
+
+/**
+ * Broadcast relations of kept key sets, least recently used first.
+ *
+ * A kept key set is an in-memory relation cached under a name starting with [[NamePrefix]] (the Python
+ * side caches one per consent/state version and purpose). Its rows never change while it is cached, so
+ * the hash relation built from it (after the filters Spark pushed onto it, e.g. one org) can serve every
+ * later query with the same build side.
+ */
+object KeptKeySets {
+  val NamePrefix = "ketch_kept_key_set_"
+  /** Session setting that turns the kept relations off ("false"); on by default. */
+  val EnabledConf = "spark.ketch.keptRelations.enabled"
+
+  private val relations = new JLinkedHashMap[LogicalPlan, Broadcast[Any]](16, 0.75f, true)
+  private var capacity = 4
+
+  def enabled(session: classic.SparkSession): Boolean =
+    session.conf.get(EnabledConf, "true").trim.equalsIgnoreCase("true")
+
+  /** Whether every leaf of `plan` is a kept key set and the plan is deterministic. */
+  def isKeptKeySet(plan: LogicalPlan): Boolean = {
+    val leaves = plan.collectLeaves()
+    leaves.nonEmpty && plan.deterministic && leaves.forall(keySetName(_).isDefined)
+  }
+
+  private def keySetName(plan: LogicalPlan): Option[String] = plan match {
+    case r: InMemoryRelation => r.cacheBuilder.tableName.filter(_.startsWith(NamePrefix))
+    case _ => None
+  }
+
+  def keySetNames(plan: LogicalPlan): Seq[String] = plan.collectLeaves().flatMap(keySetName).distinct
+
+  /** The broadcast relation of `keySet` under `mode`, built on first use. */
+  def relation(session: classic.SparkSession, mode: BroadcastMode, keySet: LogicalPlan): Broadcast[Any] =
+    synchronized {
+      val key = keySet.canonicalized
+      Option(relations.get(key)).getOrElse {
+        val physical = QueryExecution.prepareExecutedPlan(session, keySet)
+        val (rows, iterator) = physical.executeCollectIterator()
+        val built = session.sparkContext.broadcast[Any](mode.transform(iterator, Some(rows)))
+        relations.put(key, built)
+        evictBeyond(capacity)
+        built
+      }
+    }
+
+  /** Keeps at most `entries` relations (0 keeps none); returns how many were dropped. */
+  def setCapacity(entries: Int): Int = synchronized {
+    require(entries >= 0, s"capacity must be >= 0, got $entries")
+    capacity = entries
+    evictBeyond(entries)
+  }
+
+  /**
+   * Drops the relations built from the key set cached as `name`; returns how many. A query still running
+   * on one keeps it: the relation is only forgotten, and Spark's context cleaner frees it once unused.
+   */
+  def release(name: String): Int = synchronized {
+    drop(relations.keySet.asScala.filter(keySetNames(_).contains(name)).toList, destroy = false)
+  }
+
+  /** Destroys every relation now (no query may be using them); returns how many. */
+  def releaseAll(): Int = synchronized(drop(relations.keySet.asScala.toList, destroy = true))
+
+  /** Number of relations kept. */
+  def size: Int = synchronized(relations.size)
+
+  private def evictBeyond(entries: Int): Int =
+    drop(relations.keySet.asScala.take(math.max(relations.size - entries, 0)).toList, destroy = false)
+
+  private def drop(keys: List[LogicalPlan], destroy: Boolean): Int = {
+    keys.foreach { key =>
+      val relation = relations.remove(key)
+      if (destroy) relation.destroy() else relation.unpersist(false)
+    }
+    keys.size
+  }
+}
+
+/** Plans a broadcast-hinted semi or anti join whose build side is a kept key set on a kept relation. */
+case class KeptKeySetJoins(session: classic.SparkSession) extends SparkStrategy {
+  override def apply(plan: LogicalPlan): Seq[SparkPlan] = plan match {
+    case ExtractEquiJoinKeys(joinType @ (LeftSemi | LeftAnti), leftKeys, rightKeys, otherCondition, _, left, right, hint)
+        if hint.rightHint.exists(_.strategy.contains(BROADCAST)) && KeptKeySets.isKeptKeySet(right) &&
+          KeptKeySets.enabled(session) =>
+      val mode = HashedRelationBroadcastMode(BindReferences.bindReferences(HashJoin.rewriteKeyExpr(rightKeys), right.output))
+      val build = KeptBroadcastExec(mode, right.output, right)(session)
+      Seq(BroadcastHashJoinExec(leftKeys, rightKeys, joinType, BuildRight, otherCondition, planLater(left), build))
+    case _ => Nil
+  }
+}
+
+/** Build side of a broadcast hash join served by [[KeptKeySets]]. */
+case class KeptBroadcastExec(mode: BroadcastMode, output: Seq[Attribute], keySet: LogicalPlan)(
+    @transient private val sparkSession: classic.SparkSession)
+    extends LeafExecNode {
+
+  override protected def otherCopyArgs: Seq[AnyRef] = sparkSession :: Nil
+
+  override def outputPartitioning: Partitioning = BroadcastPartitioning(mode)
+
+  override protected def doExecute(): RDD[InternalRow] =
+    QueryExecution.prepareExecutedPlan(sparkSession, keySet).execute()
+
+  override protected[sql] def doExecuteBroadcast[T](): Broadcast[T] =
+    KeptKeySets.relation(sparkSession, mode, keySet).asInstanceOf[Broadcast[T]]
+
+  override def simpleString(maxFields: Int): String =
+    s"KeptBroadcast ${KeptKeySets.keySetNames(keySet).mkString(", ")} ${output.mkString("[", ", ", "]")}"
+}
