@@ -185,6 +185,11 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
         "ON f.org_id = c.org_id AND f.user_id = c.user_id"
     )
     assert f"KeptBroadcast {KEPT}" in plan_of(sql_df) and rows_of(sql_df) == [1, 2]
+    swapped_df = spark.sql(  # keys in the other order: a relation hashed on (user, org)
+        "SELECT f.* FROM kept_facts f LEFT SEMI JOIN consented_users_analytics c "
+        "ON f.user_id = c.user_id AND f.org_id = c.org_id"
+    )
+    assert f"KeptBroadcast {KEPT}" in plan_of(swapped_df) and rows_of(swapped_df) == [1, 2]
 
     # Another version (or purpose) has its own key set, with its own rows.
     for _ in range(3):

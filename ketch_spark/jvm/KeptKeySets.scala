@@ -16,7 +16,7 @@ import org.apache.spark.broadcast.Broadcast
 import org.apache.spark.rdd.RDD
 import org.apache.spark.sql.SparkSessionExtensions
 import org.apache.spark.sql.catalyst.InternalRow
-import org.apache.spark.sql.catalyst.expressions.{Attribute, BindReferences}
+import org.apache.spark.sql.catalyst.expressions.{Attribute, BindReferences, SubqueryExpression}
 import org.apache.spark.sql.catalyst.optimizer.BuildRight
 import org.apache.spark.sql.catalyst.planning.ExtractEquiJoinKeys
 import org.apache.spark.sql.catalyst.plans.{LeftAnti, LeftSemi}
@@ -46,16 +46,21 @@ object KeptKeySets {
   /** Session setting that turns the kept relations off ("false"); on by default. */
   val EnabledConf = "spark.ketch.keptRelations.enabled"
 
-  private val relations = new JLinkedHashMap[LogicalPlan, Broadcast[Any]](16, 0.75f, true)
+  /** Keyed by the build side and the join keys' mode: the same key set probed by (user, org) is another relation. */
+  private val relations = new JLinkedHashMap[(LogicalPlan, BroadcastMode), Broadcast[Any]](16, 0.75f, true)
   private var capacity = 4
 
   def enabled(session: classic.SparkSession): Boolean =
     session.conf.get(EnabledConf, "true").trim.equalsIgnoreCase("true")
 
-  /** Whether every leaf of `plan` is a kept key set and the plan is deterministic. */
+  /**
+   * Whether `plan` reads only kept key sets, deterministically and without subqueries (whose tables
+   * could change), so its rows are fixed while the key sets stay cached.
+   */
   def isKeptKeySet(plan: LogicalPlan): Boolean = {
     val leaves = plan.collectLeaves()
-    leaves.nonEmpty && plan.deterministic && leaves.forall(keySetName(_).isDefined)
+    leaves.nonEmpty && leaves.forall(keySetName(_).isDefined) && plan.deterministic &&
+      !plan.exists(_.expressions.exists(SubqueryExpression.hasSubquery))
   }
 
   private def keySetName(plan: LogicalPlan): Option[String] = plan match {
@@ -68,7 +73,7 @@ object KeptKeySets {
   /** The broadcast relation of `keySet` under `mode`, built on first use. */
   def relation(session: classic.SparkSession, mode: BroadcastMode, keySet: LogicalPlan): Broadcast[Any] =
     synchronized {
-      val key = keySet.canonicalized
+      val key = (keySet.canonicalized, mode.canonicalized)
       Option(relations.get(key)).getOrElse {
         val physical = QueryExecution.prepareExecutedPlan(session, keySet)
         val (rows, iterator) = physical.executeCollectIterator()
@@ -91,7 +96,7 @@ object KeptKeySets {
    * on one keeps it: the relation is only forgotten, and Spark's context cleaner frees it once unused.
    */
   def release(name: String): Int = synchronized {
-    drop(relations.keySet.asScala.filter(keySetNames(_).contains(name)).toList, destroy = false)
+    drop(relations.keySet.asScala.filter(key => keySetNames(key._1).contains(name)).toList, destroy = false)
   }
 
   /** Destroys every relation now (no query may be using them); returns how many. */
@@ -103,7 +108,7 @@ object KeptKeySets {
   private def evictBeyond(entries: Int): Int =
     drop(relations.keySet.asScala.take(math.max(relations.size - entries, 0)).toList, destroy = false)
 
-  private def drop(keys: List[LogicalPlan], destroy: Boolean): Int = {
+  private def drop(keys: List[(LogicalPlan, BroadcastMode)], destroy: Boolean): Int = {
     keys.foreach { key =>
       val relation = relations.remove(key)
       if (destroy) relation.destroy() else relation.unpersist(false)
