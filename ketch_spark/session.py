@@ -92,6 +92,19 @@ def _local_jars(jars_dir: Path, extension: Path | None) -> str:
     return ",".join(sorted(set(paths)))
 
 
+def _submitted_extensions() -> list[str]:
+    """The session extensions spark-submit was given (``--conf spark.sql.extensions=...``)."""
+    from pyspark import SparkConf
+
+    return SparkConf().get("spark.sql.extensions", "").split(",")
+
+
+def _extensions(submitted: list[str], ours: list[str]) -> str:
+    """Delta's extension, then the submitted and our own ones, each once (setting the key replaces the list)."""
+    names = [_DELTA["spark.sql.extensions"], *submitted, *ours]
+    return ",".join(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+
 def spark_session(
     cfg: KetchConfig | None = None,
     app_name: str = "ketch-spark",
@@ -102,7 +115,8 @@ def spark_session(
     Outside spark-submit it starts embedded Spark (``local[*]`` unless the config
     sets ``spark.master``) with the jars installed by ``make install``, offline.
     Inside spark-submit the cluster's master and ``--packages`` win; only the
-    Delta, s3a and configured settings are added.
+    Delta, s3a and configured settings are added (session extensions given to
+    spark-submit, such as ketch-spark's own, are kept next to Delta's).
 
     Args:
         cfg: Configuration; ``None`` loads the default one.
@@ -117,21 +131,21 @@ def spark_session(
     cfg = cfg or load_config()
     settings: dict[str, str] = {}
     managed = _inside_spark_submit()
+    extension: Path | None = None
     if not managed:
         settings.update(_LOCAL_DEFAULTS)
         settings["spark.master"] = "local[*]"
         jars_dir = default_jars_dir(cfg.jars_dir)
         extension = extension_jar(jars_dir)
         settings["spark.jars"] = _local_jars(jars_dir, extension)
-        if extension is not None:
-            settings["spark.sql.extensions"] = f"{_DELTA['spark.sql.extensions']},{EXTENSION_CLASS}"
-        else:
+        if extension is None:
             logger.warning(
                 "ketch-spark's session extension is not built in %s (run `make install`): consent filters "
                 "then rebuild the broadcast of a kept key set for every query", jars_dir
             )
-    for key, value in _DELTA.items():
-        settings.setdefault(key, value)
+    settings.update(_DELTA)
+    ours = [EXTENSION_CLASS] if extension is not None else []
+    settings["spark.sql.extensions"] = _extensions(_submitted_extensions() if managed else [], ours)
     settings.update(s3a_settings(cfg))
     settings.update(cfg.spark)
     settings.update(extra or {})

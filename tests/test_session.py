@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from ketch_spark.extensions import EXTENSION_CLASS, build_extension_jar, extension_active, extension_jar
 from ketch_spark.jars import default_jars_dir
-from ketch_spark.session import delta_settings, s3a_settings
+from ketch_spark.session import _extensions, delta_settings, s3a_settings
 from ketch_spark.config import config_from_mapping
 
 
@@ -38,6 +38,13 @@ def test_session_is_configured(spark):
     extensions = conf.get("spark.sql.extensions").split(",")
     assert extensions == [delta_settings()["spark.sql.extensions"], EXTENSION_CLASS]
     assert extension_active(spark)  # built by `make install`, on the classpath, registered
+
+
+def test_submitted_session_extensions_are_kept_next_to_deltas():
+    delta = delta_settings()["spark.sql.extensions"]
+    submitted = [" com.example.Audit", delta, ""]
+    assert _extensions(submitted, [EXTENSION_CLASS]) == f"{delta},com.example.Audit,{EXTENSION_CLASS}"
+    assert _extensions([""], []) == delta
 
 
 def test_extension_jar_is_built_once_per_source(tmp_path):

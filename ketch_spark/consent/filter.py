@@ -290,7 +290,7 @@ class _KeptKeySet:
 def _reusable_key_set(
     spark: SparkSession, snapshot: _Snapshot, purpose: Purpose, key_df: DataFrame, entries: int
 ) -> tuple[DataFrame, bool, bool]:
-    """The key set kept for this application's later filters, whether an earlier filter already kept it, and whether it is kept now.
+    """The key set to join to, kept for this application's later filters from its second use.
 
     A key set is kept from its second use on: keeping one fills it with every
     org's keys (the state scan then cannot skip other customers' files), which a
@@ -298,6 +298,9 @@ def _reusable_key_set(
     a committed version never changes, so a kept key set cannot go stale, and a
     newer version gets its own entry. The least recently used entry beyond
     ``entries`` is unpersisted, with its broadcast relations.
+
+    Returns:
+        The key set, whether an earlier filter had kept it already, and whether it is kept.
     """
     if entries == 0 or snapshot.location is None:
         return key_df, False, False
@@ -327,8 +330,12 @@ def _keep(spark: SparkSession, key_df: DataFrame) -> _KeptKeySet:
     _kept_serial += 1
     name = f"{KEPT_KEY_SET_PREFIX}{_kept_serial}"
     level = spark.sparkContext._getJavaStorageLevel(StorageLevel.MEMORY_AND_DISK)
-    cache_manager = spark._jsparkSession.sharedState().cacheManager()
-    cache_manager.cacheQuery(key_df._jdf, spark.sparkContext._jvm.scala.Option.apply(name), level)
+    try:
+        cache_manager = spark._jsparkSession.sharedState().cacheManager()
+        cache_manager.cacheQuery(key_df._jdf, spark.sparkContext._jvm.scala.Option.apply(name), level)
+    except Py4JError:  # another Spark build: kept all the same, only unnamed (no kept relation)
+        logger.debug("could not name the kept key set; persisting it unnamed")
+        key_df.persist(StorageLevel.MEMORY_AND_DISK)
     return _KeptKeySet(key_df, name)
 
 

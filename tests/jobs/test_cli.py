@@ -13,6 +13,7 @@ import pytest
 from ketch_spark.cli import build_parser, main
 from ketch_spark.config import load_config
 from ketch_spark.datagen import write_raw_consent
+from ketch_spark.extensions import EXTENSION_CLASS, extension_jar
 from ketch_spark.jars import default_jars_dir, installed_jar_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +96,9 @@ def test_jobs_run_under_spark_submit(spark, tmp_path):
     raw = write_raw_consent(spark, load_config(conf).policy(), tmp_path / "raw", fmt="csv", n_users=40)
     submit = [
         str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
-        "--jars", ",".join(installed_jar_paths(default_jars_dir(), ["delta"])),
+        "--jars", ",".join([*installed_jar_paths(default_jars_dir(), ["delta"]), str(extension_jar(default_jars_dir()))]),
         "--properties-file", str(REPO / "conf" / "spark-defaults.conf"),
+        "--conf", f"spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,{EXTENSION_CLASS}",
         "--conf", "spark.ui.enabled=false", "--conf", "spark.databricks.delta.snapshotPartitions=1",
     ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
