@@ -11,6 +11,7 @@ package org.apache.spark.sql.ketch
 import java.util.{LinkedHashMap => JLinkedHashMap}
 
 import scala.jdk.CollectionConverters._
+import scala.util.control.NonFatal
 
 import org.apache.spark.broadcast.Broadcast
 import org.apache.spark.rdd.RDD
@@ -111,7 +112,11 @@ object KeptKeySets {
   private def drop(keys: List[(LogicalPlan, BroadcastMode)], destroy: Boolean): Int = {
     keys.foreach { key =>
       val relation = relations.remove(key)
-      if (destroy) relation.destroy() else relation.unpersist(false)
+      try {
+        if (destroy) relation.destroy() else relation.unpersist(false)
+      } catch {
+        case NonFatal(_) => // its SparkContext has stopped, and the blocks went with it
+      }
     }
     keys.size
   }
