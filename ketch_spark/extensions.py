@@ -34,6 +34,7 @@ from pyspark.sql import SparkSession
 from ketch_spark.errors import KetchError
 
 __all__ = [
+    "DELTA_EXTENSION",
     "EXTENSION_CLASS",
     "KEPT_KEY_SET_PREFIX",
     "KEPT_RELATIONS_CONF",
@@ -48,13 +49,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXTENSION_CLASS = "org.apache.spark.sql.ketch.KetchSparkExtensions"
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 #: Session setting: "false" plans kept key sets' joins the usual way (a broadcast per query).
 KEPT_RELATIONS_CONF = "spark.ketch.keptRelations.enabled"
 #: Cached relations named with this prefix are kept key sets (the Scala side checks the same prefix).
 KEPT_KEY_SET_PREFIX = "ketch_kept_key_set_"
 _SOURCE = Path(__file__).resolve().parent / "jvm" / "KeptKeySets.scala"
 _JAR_STEM = "ketch-spark-extensions"
-_REGISTRY = "org.apache.spark.sql.ketch.KeptKeySets"
 
 
 def _source_digest() -> str:
@@ -125,9 +126,7 @@ def _registry(spark: SparkSession) -> JavaClass | None:
     """The JVM registry of kept relations, ``None`` when the extension is not registered in ``spark``."""
     if EXTENSION_CLASS not in spark.conf.get("spark.sql.extensions", "").split(","):
         return None
-    registry = spark.sparkContext._jvm
-    for part in _REGISTRY.split("."):
-        registry = getattr(registry, part)
+    registry = spark.sparkContext._jvm.org.apache.spark.sql.ketch.KeptKeySets
     return registry if isinstance(registry, JavaClass) else None
 
 
@@ -144,20 +143,14 @@ def set_kept_relation_capacity(spark: SparkSession, entries: int) -> None:
         registry.setCapacity(entries)
 
 
-def release_kept_relations(spark: SparkSession, key_set_name: str | None = None) -> int:
-    """Drops the broadcast relations of one kept key set, or destroys all of them when ``None``.
+def release_kept_relations(spark: SparkSession, key_set_name: str, *, destroy: bool = False) -> int:
+    """Drops the broadcast relations of one kept key set; returns how many.
 
-    Dropping one key set's relations lets a query still running on them finish (Spark's
-    context cleaner frees them once unused); destroying all frees them at once, so no
-    query may be running on them.
-
-    Returns:
-        How many relations were dropped.
+    By default a query still running on them finishes (Spark's context cleaner frees
+    them once unused); ``destroy`` frees them at once, so no query may be using them.
     """
     registry = _registry(spark)
-    if registry is None:
-        return 0
-    return int(registry.releaseAll() if key_set_name is None else registry.release(key_set_name))
+    return 0 if registry is None else int(registry.release(key_set_name, destroy))
 
 
 def kept_relation_count(spark: SparkSession) -> int:

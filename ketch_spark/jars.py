@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ketch_spark.errors import JarsNotInstalledError, KetchError
-from ketch_spark.extensions import EXTENSION_CLASS, build_extension_jar, extension_jar
+from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, build_extension_jar, extension_jar
 
 __all__ = [
     "JAR_GROUPS",
@@ -188,7 +188,7 @@ def _main(argv: list[str] | None = None) -> int:
         jar = extension_jar(jars_dir)
         if jar is None:
             raise JarsNotInstalledError(f"the session extension is not built in {jars_dir}; run `make install`")
-        print(f"--jars {jar} --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,{EXTENSION_CLASS}")
+        print(f"--jars {jar} --conf spark.sql.extensions={DELTA_EXTENSION},{EXTENSION_CLASS}")
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         install_jars(groups, jars_dir)

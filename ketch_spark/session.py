@@ -12,14 +12,14 @@ from pyspark.sql import SparkSession
 from ketch_spark.config import KetchConfig
 from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
-from ketch_spark.extensions import EXTENSION_CLASS, extension_jar
+from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
 
 __all__ = ["spark_session", "delta_settings", "s3a_settings"]
 
 logger = logging.getLogger(__name__)
 
 _DELTA = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.extensions": DELTA_EXTENSION,
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 _LOCAL_DEFAULTS = {
@@ -101,7 +101,7 @@ def _submitted_extensions() -> list[str]:
 
 def _extensions(submitted: list[str], ours: list[str]) -> str:
     """Delta's extension, then the submitted and our own ones, each once (setting the key replaces the list)."""
-    names = [_DELTA["spark.sql.extensions"], *submitted, *ours]
+    names = [DELTA_EXTENSION, *submitted, *ours]
     return ",".join(dict.fromkeys(name.strip() for name in names if name.strip()))
 
 

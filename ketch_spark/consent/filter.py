@@ -52,6 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -132,7 +133,7 @@ _kept_key_sets: OrderedDict[tuple[Any, ...], _KeptKeySet] = OrderedDict()
 _kept_key_sets_lock = threading.Lock()
 #: Key sets used once and not kept yet (same keys), oldest first.
 _USED_ONCE_SIZE = 256
-_kept_serial = 0
+_kept_serials = itertools.count(1)
 _used_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()
 
 
@@ -326,9 +327,7 @@ def _reusable_key_set(
 
 def _keep(spark: SparkSession, key_df: DataFrame) -> _KeptKeySet:
     """Persists ``key_df`` under a kept-key-set name, by which the session extension knows its rows never change."""
-    global _kept_serial
-    _kept_serial += 1
-    name = f"{KEPT_KEY_SET_PREFIX}{_kept_serial}"
+    name = f"{KEPT_KEY_SET_PREFIX}{next(_kept_serials)}"
     level = spark.sparkContext._getJavaStorageLevel(StorageLevel.MEMORY_AND_DISK)
     try:
         cache_manager = spark._jsparkSession.sharedState().cacheManager()
@@ -339,16 +338,9 @@ def _keep(spark: SparkSession, key_df: DataFrame) -> _KeptKeySet:
     return _KeptKeySet(key_df, name)
 
 
-def _release_all_relations(spark: SparkSession) -> None:
+def _unkeep(kept: _KeptKeySet, *, destroy: bool = False) -> None:
     try:
-        release_kept_relations(spark)
-    except Py4JError:
-        logger.debug("kept relations belonged to a stopped SparkContext")
-
-
-def _unkeep(kept: _KeptKeySet) -> None:
-    try:
-        release_kept_relations(kept.key_df.sparkSession, kept.name)
+        release_kept_relations(kept.key_df.sparkSession, kept.name, destroy=destroy)
         kept.key_df.unpersist(blocking=False)
     except Py4JError:  # its SparkContext is gone, and the cached blocks with it
         logger.debug("kept key set belonged to a stopped SparkContext")
@@ -368,10 +360,8 @@ def release_key_sets() -> int:
         kept = list(_kept_key_sets.values())
         _kept_key_sets.clear()
         _used_once.clear()
-    for session in {id(old.key_df.sparkSession): old.key_df.sparkSession for old in kept}.values():
-        _release_all_relations(session)
     for old in kept:
-        _unkeep(old)
+        _unkeep(old, destroy=True)
     return len(kept)
 
 

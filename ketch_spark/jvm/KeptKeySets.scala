@@ -93,15 +93,13 @@ object KeptKeySets {
   }
 
   /**
-   * Drops the relations built from the key set cached as `name`; returns how many. A query still running
-   * on one keeps it: the relation is only forgotten, and Spark's context cleaner frees it once unused.
+   * Drops the relations built from the key set cached as `name`; returns how many. Unless `destroy`, a
+   * query still running on one keeps it: the relation is only forgotten, and Spark's context cleaner
+   * frees it once unused; `destroy` frees it at once, so no query may be using it.
    */
-  def release(name: String): Int = synchronized {
-    drop(relations.keySet.asScala.filter(key => keySetNames(key._1).contains(name)).toList, destroy = false)
+  def release(name: String, destroy: Boolean): Int = synchronized {
+    drop(relations.keySet.asScala.filter(key => keySetNames(key._1).contains(name)).toList, destroy)
   }
-
-  /** Destroys every relation now (no query may be using them); returns how many. */
-  def releaseAll(): Int = synchronized(drop(relations.keySet.asScala.toList, destroy = true))
 
   /** Number of relations kept. */
   def size: Int = synchronized(relations.size)
