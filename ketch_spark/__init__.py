@@ -48,11 +48,15 @@ _EXPORTS: dict[str, str] = {
     "ConnectorError": "ketch_spark.errors",
     "AssetCatalog": "ketch_spark.catalog",
     "JarsNotInstalledError": "ketch_spark.errors",
+    "ObfuscationError": "ketch_spark.errors",
+    "InvalidRequestError": "ketch_spark.errors",
     "ingest_consent": "ketch_spark.consent.sources",
     "IngestResult": "ketch_spark.consent.sources",
     "compact_consent": "ketch_spark.consent.compact",
     "CompactResult": "ketch_spark.consent.compact",
     "consent_rates": "ketch_spark.consent.compact",
+    "submit_requests": "ketch_spark.rights.requests",
+    "SubmitResult": "ketch_spark.rights.requests",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -1,7 +1,9 @@
 """The ``ketch-spark`` command line; jobs/*.py call the same :func:`main`.
 
 Every command takes ``--conf PATH`` (default conf/ketch.yaml), prints what it did
-for a person, and prints a one-line JSON summary last, for machines.
+for a person, and prints a one-line JSON summary last, for machines. A handler
+gets a SparkSession unless its parser declares ``needs_spark=False`` (it then gets
+``None``); a summary whose ``status`` is not ``ok`` makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -58,6 +60,74 @@ def _catalog_list(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  #
     return {"assets": len(rows)}
 
 
+def _dsr_submit(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from pathlib import Path
+
+    from ketch_spark.rights.requests import read_request_file, submit_requests
+
+    if not Path(args.input).is_file():
+        raise KetchError(f"input {args.input} is not a file; expected a JSON-lines file of requests")
+    result = submit_requests(spark, cfg, read_request_file(args.input))
+    for rejection in result.rejected:
+        print(f"rejected {rejection['request_id'] or '#' + str(rejection['index'])}: {rejection['reason']}")
+    return result.summary()
+
+
+def _dsr_status(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.rights.requests import request_status
+
+    rows = request_status(spark, cfg).select("request_id", "kind", "mode", "status", "due_at", "overdue").collect()
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+        due = row.due_at.strftime("%Y-%m-%d %H:%M") if row.due_at else "-"
+        flag = "OVERDUE" if row.overdue else ""
+        print(f"{row.request_id:<24} {row.kind:<8} {row.mode or '-':<9} {row.status:<8} {due:<16} {flag}".rstrip())
+    return {"requests": len(rows), "statuses": statuses, "overdue": sum(1 for row in rows if row.overdue)}
+
+
+def _dsr_run(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.rights.engine import run_requests
+
+    summary = run_requests(spark, cfg, kind=args.kind, dry_run=args.dry_run).summary()
+    if not summary["requests"]:
+        print("no open or failed requests" + (f" of kind {args.kind}" if args.kind else ""))
+    for asset in summary["assets"]:
+        counts = f"matched {_count(asset.get('rows_matched'))} changed {_count(asset.get('rows_changed'))}"
+        error = f"  error: {asset['error']}" if asset.get("error") else ""
+        print(f"{asset['action']:<8} {asset.get('mode') or '-':<9} {counts:<30} {asset['status']:<6} "
+              f"{asset['location']}{error}")
+    for request_id, by_asset in sorted(summary["would_touch"].items()):
+        for location, rows in sorted(by_asset.items()):
+            print(f"would touch {request_id:<24} {rows:>10,} row(s)  {location}")
+    for request_id, path in sorted({**summary["receipts"], **summary["exports"]}.items()):
+        print(f"done        {request_id:<24} {path}")
+    for request_id in summary["failed"]:
+        print(f"failed      {request_id}")
+    return summary
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _dsr_verify_receipt(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001, ARG001
+    from ketch_spark.rights.receipts import read_receipt_file, receipt_key, verify_receipt
+
+    try:
+        receipt = read_receipt_file(args.file)
+    except OSError as exc:
+        raise KetchError(f"{args.file}: cannot read the receipt ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise KetchError(str(exc)) from exc
+    valid = verify_receipt(receipt, receipt_key(cfg.dsr))
+    request_id = receipt.get("request_id")
+    name = request_id if isinstance(request_id, str) else "?"
+    print(f"receipt {name}: {'valid' if valid else 'INVALID (signature does not match)'}")
+    return {"status": "ok" if valid else "invalid", "file": str(args.file), "request_id": request_id,
+            "valid": valid}
+
+
 def _with_conf(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--conf", default=argparse.SUPPRESS, help=f"config YAML (default {DEFAULT_CONFIG_PATH})"
@@ -96,6 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(handler=_catalog_scan)
     listing = _with_conf(catalog.add_parser("list", help="list catalogued assets"))
     listing.set_defaults(handler=_catalog_list)
+
+    dsr = commands.add_parser("dsr", help="data-subject requests: intake, processing, status").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    submit = _with_conf(dsr.add_parser("submit", help="validate requests and store the valid ones in dsr/requests"))
+    submit.add_argument("--input", required=True, help="local JSON-lines file, one request per line")
+    submit.set_defaults(handler=_dsr_submit)
+    status = _with_conf(dsr.add_parser("status", help="list requests: status, due date, overdue"))
+    status.set_defaults(handler=_dsr_status)
+    run = _with_conf(dsr.add_parser("run", help="process open (and failed) requests: erase, verify, export"))
+    run.add_argument("--kind", choices=["erasure", "access"], default=None, help="process one kind only")
+    run.add_argument("--dry-run", action="store_true", help="report the rows each request would touch; change nothing")
+    run.set_defaults(handler=_dsr_run)
+    verify = _with_conf(dsr.add_parser("verify-receipt", help="check an erasure receipt's signature (no Spark)"))
+    verify.add_argument("file", metavar="FILE", help="local receipt file (dsr/receipts/<request_id>.json)")
+    verify.set_defaults(handler=_dsr_verify_receipt, needs_spark=False)
     return parser
 
 
@@ -110,10 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         cfg = load_config(getattr(args, "conf", None))
-        from ketch_spark.session import spark_session
+        spark = None
+        if getattr(args, "needs_spark", True):
+            from ketch_spark.session import spark_session
 
-        spark = spark_session(cfg, app_name=f"ketch-spark {command}")
-        spark.sparkContext.setLogLevel("ERROR")
+            spark = spark_session(cfg, app_name=f"ketch-spark {command}")
+            spark.sparkContext.setLogLevel("ERROR")
         summary = args.handler(spark, cfg, args)
     except KetchError as exc:
         print(f"ketch-spark {command}: error: {exc}", file=sys.stderr)
@@ -121,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     summary = {"command": command, "status": "ok", **summary, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(summary, default=str))
-    return 0
+    return 0 if summary["status"] == "ok" else 1
 
 
 if __name__ == "__main__":

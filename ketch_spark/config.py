@@ -14,13 +14,27 @@ from typing import Any, Mapping
 from ketch_spark._yaml import load_yaml_file
 from ketch_spark.errors import ConfigError
 
-__all__ = ["KetchConfig", "ConsentSettings", "FilterSettings", "load_config", "DEFAULT_CONFIG_PATH"]
+__all__ = [
+    "KetchConfig",
+    "ConsentSettings",
+    "FilterSettings",
+    "DsrSettings",
+    "dsr_settings_from_mapping",
+    "ObfuscationRule",
+    "OBFUSCATION_METHODS",
+    "load_config",
+    "DEFAULT_CONFIG_PATH",
+]
 
 DEFAULT_CONFIG_PATH = "conf/ketch.yaml"
 _DEFAULT_WAREHOUSE = "./ketch-data"
 _DEFAULT_POLICY = "policy.yaml"
-_FREE_SECTIONS = ("catalog", "connectors", "dsr")
-_KNOWN_KEYS = ("warehouse", "policy", "jars_dir", "spark", "consent", "filter", *_FREE_SECTIONS)
+_FREE_SECTIONS = ("catalog", "connectors")
+_KNOWN_KEYS = ("warehouse", "policy", "jars_dir", "spark", "consent", "filter", "dsr", *_FREE_SECTIONS)
+#: How an obfuscated column's value is replaced.
+OBFUSCATION_METHODS = ("null", "constant", "sha256", "hmac", "random")
+#: Delta's default retention (``delta.deletedFileRetentionDuration``): 7 days.
+_DELTA_DEFAULT_RETENTION_HOURS = 168
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,71 @@ class FilterSettings:
 
 
 @dataclass(frozen=True)
+class ObfuscationRule:
+    """How one column (or every column of a category) is obfuscated.
+
+    Attributes:
+        method: One of :data:`OBFUSCATION_METHODS`: ``null``; ``constant`` (``value``,
+            cast to the column's type); ``sha256`` (hex sha256 of the value, or of
+            ``value`` when one is given: the story's "hash of a constant");
+            ``hmac`` (hex HMAC-SHA256 of the value with the secret in the
+            environment variable ``DsrSettings.hmac_secret_env``); ``random``
+            (a random UUID).
+        value: The constant of ``constant`` (and of ``sha256`` when set).
+    """
+
+    method: str = "null"
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class DsrSettings:
+    """Settings of data-subject requests (``dsr:`` in ketch.yaml).
+
+    Attributes:
+        due_days: A request is due this many days after it was received.
+        org_column: Top-level column naming the customer in multi-customer assets;
+            where an asset has it, a request only matches rows of its own org_id.
+        default_phone_region: ISO country (``US``, ``GB``) for phone identities
+            written without a ``+`` country code; ``None`` rejects them.
+        vacuum_retention_hours: Retention of the VACUUM that follows an erasure on a
+            Delta table; files removed by the erasure become unreadable this long
+            after its commit.
+        allow_short_retention: Lets ``vacuum_retention_hours`` go below Delta's
+            default of 168 hours (Delta's retention check stays on otherwise).
+        receipt_secret_env: Environment variable holding the key that signs receipts.
+        hmac_secret_env: Environment variable holding the key of ``hmac`` obfuscation.
+        obfuscate_default: Rule for a personal column that no other rule names.
+        obfuscate_categories: Rule per catalog category (``email``, ``gender``...).
+        obfuscate_columns: Rule per column name or dot path; wins over categories
+            and may name columns that are not personal (``is_deleted``).
+    """
+
+    due_days: int = 30
+    org_column: str = "org_id"
+    default_phone_region: str | None = None
+    vacuum_retention_hours: int = _DELTA_DEFAULT_RETENTION_HOURS
+    allow_short_retention: bool = False
+    receipt_secret_env: str = "KETCH_RECEIPT_SECRET"
+    hmac_secret_env: str = "KETCH_DSR_HMAC_SECRET"
+    obfuscate_default: ObfuscationRule = field(default_factory=ObfuscationRule)
+    obfuscate_categories: Mapping[str, ObfuscationRule] = field(default_factory=dict)
+    obfuscate_columns: Mapping[str, ObfuscationRule] = field(default_factory=dict)
+
+    def rule_for(self, column: str, category: str | None) -> ObfuscationRule | None:
+        """The rule of ``column``: by its path, then its leaf name, then its category.
+
+        Returns ``None`` for a column that is neither named by a rule nor personal.
+        """
+        for key in (column, column.rsplit(".", 1)[-1]):
+            if key in self.obfuscate_columns:
+                return self.obfuscate_columns[key]
+        if category is None:
+            return None
+        return self.obfuscate_categories.get(category, self.obfuscate_default)
+
+
+@dataclass(frozen=True)
 class KetchConfig:
     """Validated ketch-spark configuration.
 
@@ -66,7 +145,8 @@ class KetchConfig:
             ``.ketch/jars`` (or ``$KETCH_SPARK_JARS``).
         consent: Consent ingestion settings.
         filter: Consent filter settings.
-        sections: Free-form sections (catalog, connectors, dsr) read by their modules.
+        dsr: Data-subject request settings.
+        sections: Free-form sections (catalog, connectors) read by their modules.
         source: File the config was read from, if any (used in error messages).
     """
 
@@ -76,6 +156,7 @@ class KetchConfig:
     jars_dir: str | None = None
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     filter: FilterSettings = field(default_factory=FilterSettings)
+    dsr: DsrSettings = field(default_factory=DsrSettings)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
 
@@ -89,7 +170,7 @@ class KetchConfig:
         return f"{self.warehouse.rstrip('/')}/{relative.strip('/')}"
 
     def section(self, name: str) -> dict[str, Any]:
-        """Returns a free-form section (``catalog``, ``connectors``, ``dsr``), empty if absent."""
+        """Returns a free-form section (``catalog``, ``connectors``), empty if absent."""
         if name not in _FREE_SECTIONS:
             raise ConfigError(f"unknown config section {name!r}; expected one of {', '.join(_FREE_SECTIONS)}")
         return dict(self.sections.get(name, {}))
@@ -145,6 +226,89 @@ def _section(data: Mapping[str, Any], name: str, source: str | None, allowed: tu
     return raw
 
 
+_DSR_KEYS = ("due_days", "org_column", "default_phone_region", "vacuum_retention_hours", "allow_short_retention",
+             "receipt_secret_env", "hmac_secret_env", "obfuscate")
+_OBFUSCATE_KEYS = ("default", "categories", "columns")
+
+
+def _obfuscation_rule(raw: Any, source: str | None, key: str) -> ObfuscationRule:
+    if isinstance(raw, str):
+        raw = {"method": raw}
+    _expect(raw, dict, source, key, "a method name or a mapping {method, value}")
+    unknown = sorted(set(raw) - {"method", "value"})
+    if unknown:
+        raise ConfigError(f"{_where(source, key)}: unknown key(s) {', '.join(unknown)}; expected method, value")
+    method = raw.get("method")
+    if method not in OBFUSCATION_METHODS:
+        raise ConfigError(
+            f"{_where(source, key)}.method: expected one of {', '.join(OBFUSCATION_METHODS)}, found {method!r}"
+        )
+    value = raw.get("value")
+    if method == "constant" and "value" not in raw:
+        raise ConfigError(f"{_where(source, key)}: method constant needs a value")
+    if value is not None:
+        _expect(value, (str, int, float, bool), source, f"{key}.value", "a scalar")
+    return ObfuscationRule(method=method, value=value)
+
+
+def _rules(raw: Mapping[str, Any], name: str, source: str | None) -> dict[str, ObfuscationRule]:
+    section = raw.get(name) or {}
+    _expect(section, dict, source, f"dsr.obfuscate.{name}", "a mapping of name -> rule")
+    return {str(k): _obfuscation_rule(v, source, f"dsr.obfuscate.{name}.{k}") for k, v in section.items()}
+
+
+def _env_name(raw: Mapping[str, Any], key: str, default: str, source: str | None) -> str:
+    value = _expect(raw.get(key, default), str, source, f"dsr.{key}", "an environment variable name")
+    if not value.strip() or not value.replace("_", "").isalnum():
+        raise ConfigError(f"{_where(source, f'dsr.{key}')}: expected an environment variable name, found {value!r}")
+    return value
+
+
+def dsr_settings_from_mapping(raw: Mapping[str, Any], source: str | None = None) -> DsrSettings:
+    """Builds validated :class:`DsrSettings` from the ``dsr:`` mapping of ketch.yaml.
+
+    Raises:
+        ConfigError: A key is unknown or a value has the wrong type or range.
+    """
+    unknown = sorted(set(raw) - set(_DSR_KEYS))
+    if unknown:
+        raise ConfigError(f"{_where(source, 'dsr')}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_DSR_KEYS)}")
+    region = raw.get("default_phone_region")
+    if region is not None:
+        _expect(region, str, source, "dsr.default_phone_region", "a two-letter country code such as US")
+        if len(region) != 2 or not region.isalpha():
+            raise ConfigError(f"{_where(source, 'dsr.default_phone_region')}: expected a two-letter country code "
+                              f"such as US, found {region!r}")
+        region = region.upper()
+    allow_short = _expect(raw.get("allow_short_retention", False), bool, source, "dsr.allow_short_retention",
+                          "true or false")
+    retention = _int_setting(raw, "vacuum_retention_hours", _DELTA_DEFAULT_RETENTION_HOURS, source, "dsr", minimum=0)
+    if retention < _DELTA_DEFAULT_RETENTION_HOURS and not allow_short:
+        raise ConfigError(
+            f"{_where(source, 'dsr.vacuum_retention_hours')}: {retention} is below Delta's safe default of "
+            f"{_DELTA_DEFAULT_RETENTION_HOURS} hours; set dsr.allow_short_retention: true to accept the risk "
+            "(readers of older versions fail) or raise the retention"
+        )
+    obfuscate = raw.get("obfuscate") or {}
+    _expect(obfuscate, dict, source, "dsr.obfuscate", "a mapping with default, categories, columns")
+    unknown = sorted(set(obfuscate) - set(_OBFUSCATE_KEYS))
+    if unknown:
+        raise ConfigError(f"{_where(source, 'dsr.obfuscate')}: unknown key(s) {', '.join(unknown)}; "
+                          f"expected {', '.join(_OBFUSCATE_KEYS)}")
+    return DsrSettings(
+        due_days=_int_setting(raw, "due_days", 30, source, "dsr"),
+        org_column=_expect(raw.get("org_column", "org_id"), str, source, "dsr.org_column", "a column name"),
+        default_phone_region=region,
+        vacuum_retention_hours=retention,
+        allow_short_retention=allow_short,
+        receipt_secret_env=_env_name(raw, "receipt_secret_env", "KETCH_RECEIPT_SECRET", source),
+        hmac_secret_env=_env_name(raw, "hmac_secret_env", "KETCH_DSR_HMAC_SECRET", source),
+        obfuscate_default=_obfuscation_rule(obfuscate.get("default", "null"), source, "dsr.obfuscate.default"),
+        obfuscate_categories=_rules(obfuscate, "categories", source),
+        obfuscate_columns=_rules(obfuscate, "columns", source),
+    )
+
+
 def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base_dir: Path | None = None) -> KetchConfig:
     """Builds a validated :class:`KetchConfig` from a parsed mapping.
 
@@ -187,6 +351,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),
             key_set_cache_entries=_int_setting(filter_raw, "key_set_cache_entries", 4, source, "filter", minimum=0),
         ),
+        dsr=dsr_settings_from_mapping(_section(data, "dsr", source, None), source),
         sections={name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data},
         source=source,
     )

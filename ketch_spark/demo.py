@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
+import os
 import time
-from typing import Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ketch_spark.config import KetchConfig
 from ketch_spark.datagen import generate_demo_data
+from ketch_spark.errors import KetchError
 from ketch_spark.tables import TABLES, ensure_tables, table_path
 
 __all__ = ["run_demo"]
 
 logger = logging.getLogger(__name__)
+
+#: Receipt key the demo uses, in its own process only, when ``dsr.receipt_secret_env`` is unset.
+DEMO_RECEIPT_SECRET = "ketch-spark-demo-only-receipt-key"
 
 
 class _Report:
@@ -127,6 +133,11 @@ def _filter(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report
     return {"org_id": org_id, "strategy": info.strategy, "users_all": sum(unfiltered.values()), "users_consented": sum(filtered.values())}
 
 
+def _short(cfg: KetchConfig, location: str) -> str:
+    """``location`` with the warehouse root written ``<warehouse>``."""
+    return location.removeprefix("file://").replace(cfg.warehouse.removeprefix("file://"), "<warehouse>")
+
+
 def _catalog(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
     from ketch_spark.catalog import AssetCatalog
 
@@ -138,11 +149,114 @@ def _catalog(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], repor
         found = catalog.search().select("location", "column", "category", "identity_type").orderBy("location", "column").collect()
         identities: dict[str, list[str]] = {}
         for row in found:
-            location = row.location.removeprefix("file://").replace(cfg.warehouse.removeprefix("file://"), "<warehouse>")
+            location = _short(cfg, row.location)
             report.line(f"{location:<36} {row.column:<26} {row.category:<16} {row.identity_type or ''}")
             if row.identity_type:
                 identities.setdefault(location, []).append(f"{row.column}:{row.identity_type}")
     return {"assets": summary.get("discovered"), "personal_columns": len(found), "identities": identities}
+
+
+def _demo_requests(spark: SparkSession, paths: dict[str, str]) -> list[dict[str, Any]]:
+    """Requests for real subjects of lake/profiles: two deletes, one obfuscation, one access, one unknown email."""
+    subjects = (
+        spark.read.format("delta").load(paths["profiles"])
+        .where(F.col("email").isNotNull() & F.col("user_id").isNotNull())
+        .select("org_id", "user_id", "email")
+        .orderBy("user_id")
+        .limit(4)
+        .collect()
+    )
+    if len(subjects) < 4:
+        raise KetchError(f"the data-subject requests step needs at least 4 users, found {len(subjects)}; raise --users")
+    tag = f"demo-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    erase_1, erase_2, obfuscate, access = subjects
+    return [
+        # The email as a person might type it: intake trims and lower-cases it (and matches its sha256).
+        {"request_id": f"{tag}-erase-1", "org_id": erase_1.org_id, "kind": "erasure", "mode": "delete",
+         "identities": {"email": f" {erase_1.email.upper()} ", "user_id": erase_1.user_id}},
+        {"request_id": f"{tag}-erase-2", "org_id": erase_2.org_id, "kind": "erasure", "mode": "delete",
+         "identities": {"user_id": erase_2.user_id}},
+        {"request_id": f"{tag}-obfuscate", "org_id": obfuscate.org_id, "kind": "erasure", "mode": "obfuscate",
+         "identities": {"email": obfuscate.email, "user_id": obfuscate.user_id}},
+        {"request_id": f"{tag}-access", "org_id": access.org_id, "kind": "access", "mode": "export",
+         "identities": {"email": access.email, "user_id": access.user_id}},
+        {"request_id": f"{tag}-unknown", "org_id": erase_1.org_id, "kind": "erasure", "mode": "delete",
+         "identities": {"email": "nobody@example.invalid"}},
+    ]
+
+
+@contextlib.contextmanager
+def _receipt_secret(cfg: KetchConfig, report: _Report) -> Iterator[None]:
+    """Sets :data:`DEMO_RECEIPT_SECRET` in this process while the block runs, if no secret is set."""
+    name = cfg.dsr.receipt_secret_env
+    if os.environ.get(name):
+        yield
+        return
+    report.line(f"{name} is not set: this demo process signs receipts with a demo-only key "
+                f"({name}={DEMO_RECEIPT_SECRET}); production must set its own secret")
+    os.environ[name] = DEMO_RECEIPT_SECRET
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+def _rights(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
+    from ketch_spark.rights.engine import run_requests
+    from ketch_spark.rights.receipts import read_receipt, receipt_key, verify_receipt
+    from ketch_spark.rights.requests import submit_requests
+    from ketch_spark.rights.storage import read_private
+
+    with report.step("rights", "7. data-subject requests: erasure and access for real subjects of the lake"):
+        requests = _demo_requests(spark, paths)
+        ours = [r["request_id"] for r in requests]
+        submitted = submit_requests(spark, cfg, requests)
+        report.line(f"submitted {submitted.submitted}: accepted {len(submitted.accepted)}, "
+                    f"rejected {len(submitted.rejected)}")
+        for request in requests:
+            report.line(f"  {request['request_id']:<34} {request['kind']:<8} {request['mode']:<9} "
+                        f"by {', '.join(request['identities'])}")
+        dry = run_requests(spark, cfg, dry_run=True)
+        report.line("dry run (nothing changed): rows each request would touch")
+        for request_id in ours:
+            found = {loc: n for loc, n in dry.would_touch.get(request_id, {}).items() if n}
+            where = ", ".join(f"{_short(cfg, loc)} {n:,}" for loc, n in sorted(found.items())) or "found nowhere"
+            report.line(f"  {request_id:<34} {where}")
+        with _receipt_secret(cfg, report):
+            result = run_requests(spark, cfg)
+            key = receipt_key(cfg.dsr)
+            report.line(f"run {result.run_id}: {len(result.requests)} request(s), one pass per asset and action")
+            for asset in result.assets:
+                counts = f"matched {asset.get('rows_matched') or 0:>6,} changed {asset.get('rows_changed') or 0:>6,}"
+                error = f"  error: {asset['error']}" if asset.get("error") else ""
+                report.line(f"  {asset['action']:<7} {asset.get('mode') or '-':<9} {counts} {asset['status']:<6} "
+                            f"{_short(cfg, asset['location'])}{error}")
+            rows_erased = 0
+            receipts: dict[str, str] = {}
+            for request_id in ours:
+                if request_id not in result.receipts:
+                    continue
+                path = receipts[request_id] = result.receipts[request_id]
+                receipt = read_receipt(spark, path)
+                rows_erased += int(receipt.get("rows_erased", 0))
+                verified = sum(1 for a in receipt["assets"] if a.get("verified"))
+                report.line(f"  {request_id:<34} erased {receipt.get('rows_erased', 0):>5,} row(s), verified on "
+                            f"{verified} asset(s), physically removed by {receipt.get('physically_removed_by')}")
+                report.line(f"  {'':<34} receipt {_short(cfg, path)} "
+                            f"(signature {'valid' if verify_receipt(receipt, key) else 'INVALID'})")
+        exports = {r: result.exports[r] for r in ours if r in result.exports}
+        for request_id, folder in exports.items():
+            manifest = json.loads(read_private(spark, f"{folder}/manifest.json"))
+            report.line(f"  {request_id:<34} exported {manifest['total_rows']:,} row(s) from "
+                        f"{len(manifest['assets'])} asset(s) to {_short(cfg, folder)}/ (manifest.json, {request_id}.zip)")
+        done = sorted(set(result.done) & set(ours))
+        failed = sorted(set(result.failed) & set(ours))
+        for request_id in failed:
+            report.line(f"  {request_id:<34} FAILED (see ketch-spark dsr status and dsr/audit)")
+        report.line(f"done {len(done)} of {len(ours)}, failed {len(failed)}; "
+                    f"check a receipt: ketch-spark dsr verify-receipt FILE")
+    return {"requests": len(ours), "done": done, "failed": failed, "rows_erased": rows_erased,
+            "exports": exports, "receipts": receipts}
 
 
 def run_demo(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, out: TextIO) -> dict:
@@ -153,6 +267,10 @@ def run_demo(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, ou
         cfg: Configuration (its warehouse receives the data and tables).
         n_users: Number of synthetic users.
         out: Where the human-readable report goes.
+
+    Step 7 signs its erasure receipts with :data:`DEMO_RECEIPT_SECRET` when the
+    variable ``cfg.dsr.receipt_secret_env`` is unset (in this process, for the
+    step only, and says so in the report).
 
     Returns:
         The JSON-able summary: counts of every step and its seconds.
@@ -165,6 +283,7 @@ def run_demo(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, ou
     state = _compact(spark, cfg, report)
     filtered = _filter(spark, cfg, paths, report)
     catalog = _catalog(spark, cfg, paths, report)
+    rights = _rights(spark, cfg, paths, report)
     return {
         "warehouse": cfg.warehouse,
         "users": n_users,
@@ -172,5 +291,6 @@ def run_demo(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, ou
         "state": state,
         "filter": filtered,
         "catalog": catalog,
+        "rights": rights,
         "timings": report.timings,
     }

@@ -16,7 +16,10 @@ __all__ = [
     "TableNotFoundError",
     "UnknownPurposeError",
     "ConnectorError",
+    "PartialErasureError",
     "JarsNotInstalledError",
+    "InvalidRequestError",
+    "ObfuscationError",
 ]
 
 
@@ -50,3 +53,27 @@ class ConnectorError(KetchError):
 
 class JarsNotInstalledError(KetchError, LookupError):
     """The JVM jars Spark needs (Delta, JDBC, S3) are not in the jars folder."""
+
+
+class InvalidRequestError(KetchError, ValueError):
+    """A data-subject request (or an update of one) is invalid; the message is the reason.
+
+    Messages name the field at fault and never contain an identity's value.
+    """
+
+
+class ObfuscationError(KetchError, ValueError):
+    """A column cannot be obfuscated as configured (path, type, constant or missing key)."""
+
+
+class PartialErasureError(KetchError):
+    """An erasure committed its change, then a later step (purge, vacuum) failed.
+
+    Attributes:
+        counts: What was done before the failure (an ``EraseCounts``); a rerun
+            finishes the remaining steps and counts nothing twice.
+    """
+
+    def __init__(self, message: str, counts: object) -> None:
+        super().__init__(message)
+        self.counts = counts

@@ -51,6 +51,10 @@ def delta_settings() -> dict[str, str]:
     return dict(_DELTA)
 
 
+#: Spark setting of s3a's input stream (``classic`` reads every open afresh).
+S3A_STREAM_TYPE_KEY = "spark.hadoop.fs.s3a.input.stream.type"
+
+
 def s3a_settings(cfg: KetchConfig) -> dict[str, str]:
     """Spark settings for s3a:// from the config's ``connectors.s3`` section.
 
@@ -69,6 +73,9 @@ def s3a_settings(cfg: KetchConfig) -> dict[str, str]:
         )
     if settings:
         settings.setdefault("spark.hadoop.fs.s3a.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+    # Erasure rewrites objects in place; the analytics input stream caches object
+    # metadata per key and then fails (HTTP 412) or reads a stale length after a rewrite.
+    settings.setdefault(S3A_STREAM_TYPE_KEY, "classic")
     return settings
 
 

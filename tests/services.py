@@ -239,6 +239,7 @@ def s3a_hadoop_settings(endpoint: str) -> dict[str, str]:
         "fs.s3a.connection.establish.timeout": "5s",
         "fs.s3a.connection.timeout": "20s",
         "fs.s3a.change.detection.mode": "none",
+        "fs.s3a.input.stream.type": "classic",
     }
 
 

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ketch_spark.config import KetchConfig, load_config
+from ketch_spark._yaml import load_yaml_file
+from ketch_spark.config import KetchConfig, ObfuscationRule, config_from_mapping, dsr_settings_from_mapping, load_config
 from ketch_spark.errors import ConfigError, KetchError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -74,3 +77,38 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
 def test_unknown_free_section_is_refused():
     with pytest.raises(ConfigError, match="unknown config section"):
         KetchConfig().section("nope")
+
+
+def _uncommented_dsr_block(text: str) -> str:
+    """The commented ``# dsr:`` block of ketch.yaml with its leading ``# `` removed."""
+    lines = text.splitlines()
+    start = lines.index("# dsr:")
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line)
+    return "\n".join(line.removeprefix("# ") for line in block) + "\n"
+
+
+def test_documented_dsr_section_is_valid_and_gives_the_story_rules(tmp_path):
+    text = (REPO / "conf" / "ketch.yaml").read_text()
+    assert "\ndsr:" not in text  # documented, not active: the defaults apply
+    path = _write(tmp_path, text + _uncommented_dsr_block(text))
+    data = load_yaml_file(path)
+    cfg = config_from_mapping(data, source=str(path))
+    settings = dsr_settings_from_mapping(data["dsr"], source=str(path))
+    assert cfg.dsr == settings
+    assert settings.due_days == 30 and settings.org_column == "org_id" and settings.default_phone_region == "US"
+    assert settings.vacuum_retention_hours == 168 and settings.allow_short_retention is False
+    assert settings.receipt_secret_env == "KETCH_RECEIPT_SECRET" and settings.hmac_secret_env == "KETCH_DSR_HMAC_SECRET"
+    assert settings.obfuscate_default == ObfuscationRule("null")
+    assert settings.rule_for("email_sha256", "email_sha256") == ObfuscationRule("sha256", "deleted")
+    for category in ("gender", "age_range", "income_band"):
+        assert settings.rule_for(category, category) == ObfuscationRule("constant", "other")
+    for column in ("household_income", "customer_status"):
+        assert settings.rule_for(column, "income_band") == ObfuscationRule("constant", "other")
+    assert settings.rule_for("is_deleted", None).value is True
+    assert settings.rule_for("is_deleted", None).method == "constant"
+    assert settings.rule_for("email", "email") == ObfuscationRule("null")
+    assert settings.rule_for("page", None) is None

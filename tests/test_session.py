@@ -62,4 +62,5 @@ def test_s3a_settings_from_connectors_section():
     assert settings["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:5000"
     assert settings["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert settings["spark.hadoop.fs.s3a.access.key"] == "k"
-    assert s3a_settings(config_from_mapping({})) == {}
+    assert settings["spark.hadoop.fs.s3a.input.stream.type"] == "classic"  # rewritten objects are read afresh
+    assert s3a_settings(config_from_mapping({})) == {"spark.hadoop.fs.s3a.input.stream.type": "classic"}

@@ -23,6 +23,9 @@ __all__ = [
     "SYSTEMS",
     "FORMATS",
     "Asset",
+    "PersonalColumn",
+    "EraseCounts",
+    "VerifyResult",
     "Connector",
     "asset_id_of",
     "fingerprint_of",
@@ -55,6 +58,76 @@ def fingerprint_of(*parts: Any) -> str:
 
 
 @dataclass(frozen=True)
+class PersonalColumn:
+    """A classified personal column of an asset, as the rights engine needs it.
+
+    Attributes:
+        column: Dot path (``user.contact.email``).
+        category: Catalog category (``email``, ``gender``...).
+        identity_type: DSR identity type the column holds (``email``, ``email_sha256``,
+            ``phone``, ``user_id``, ``device_id``), or ``None`` for a personal column
+            that identifies no one on its own (obfuscated, never matched).
+    """
+
+    column: str
+    category: str | None
+    identity_type: str | None = None
+
+
+@dataclass
+class EraseCounts:
+    """What one erasure did to one asset (the audit row is built from it).
+
+    Attributes:
+        rows_matched: Rows that matched an identity of the batch.
+        rows_changed: Rows deleted or obfuscated.
+        version_before: Delta version before the erasure (``None`` for file sets).
+        version_after: Delta version after the erasure and its purge.
+        files_matched: Data files that held a matched row.
+        files_rewritten: Data files written anew (or purged) because of it.
+        bytes_read: Bytes of the files read to find and rewrite matches.
+        bytes_rewritten: Bytes of the files written.
+        physical_after: When no readable file holds an erased row any more (UTC,
+            ISO 8601): now for rewritten file sets and vacuumed Delta tables, the
+            erasure commit plus the retention otherwise.
+        notes: Facts worth keeping in the audit (recovered staging, skipped columns).
+    """
+
+    rows_matched: int = 0
+    rows_changed: int = 0
+    version_before: int | None = None
+    version_after: int | None = None
+    files_matched: int = 0
+    files_rewritten: int = 0
+    bytes_read: int = 0
+    bytes_rewritten: int = 0
+    physical_after: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyResult:
+    """What a re-query of one asset found after an erasure.
+
+    Attributes:
+        remaining: Rows of the current data still matching an identity of the batch.
+        retained_files_holding: Files no longer in the current version but still
+            stored (readable by time travel, change data feed) that hold a matched
+            row; 0 once removal is physical.
+        physical_after: When removal is (or becomes) physical, UTC ISO 8601.
+    """
+
+    remaining: int = 0
+    retained_files_holding: int = 0
+    physical_after: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """No current row matches (retained old files only delay physical removal)."""
+        return self.remaining == 0
+
+
+@dataclass(frozen=True)
 class Asset:
     """One data asset: a table, a dataset, a set of log files or a key-value table.
 
@@ -73,6 +146,8 @@ class Asset:
         properties: Store-specific facts the readers need (JDBC url and table,
             primary key, DynamoDB key schema, the file list of a file set).
         error: Why the asset could not be read, if it could not.
+        personal_columns: Its classified personal columns (filled from the catalog
+            for the rights engine; empty when discovered).
     """
 
     system: str
@@ -86,6 +161,12 @@ class Asset:
     fingerprint: str | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
+    personal_columns: tuple[PersonalColumn, ...] = ()
+
+    @property
+    def identity_columns(self) -> tuple[PersonalColumn, ...]:
+        """The personal columns that hold an identity type (matched by the rights engine)."""
+        return tuple(c for c in self.personal_columns if c.identity_type)
 
     @property
     def asset_id(self) -> str:
@@ -146,20 +227,38 @@ class Connector(ABC):
         """At most ``n`` rows of ``asset``; the cost does not grow with the asset's size."""
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
-        """Rows of ``asset`` that match any identity in ``identities_df``.
+        """Rows of ``asset`` that match an identity in ``identities_df``, one pass for the batch.
+
+        ``identities_df`` has the columns of :data:`ketch_spark.rights.match.IDENTITIES_SCHEMA`
+        (request_id, org_id, identity_type, value; values normalised at intake) and
+        ``asset.identity_columns`` says which columns hold which identity type. The
+        result holds the asset's columns plus ``_request_id``: one row per (request,
+        matched row), so a row matching two requests of the batch appears twice.
 
         Raises:
             NotImplementedError: This connector does not support it yet.
         """
-        raise NotImplementedError(f"{type(self).__name__}.find is not implemented yet (rights engine)")
+        raise NotImplementedError(f"{type(self).__name__}.find is not implemented yet")
 
-    def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> dict:
-        """Deletes or obfuscates the rows of ``asset`` matching ``identities_df``.
+    def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
+        """Deletes (``mode="delete"``) or obfuscates (``"obfuscate"``) the matching rows, whole batch at once.
+
+        Rows without a match are left as they are; a rerun after a failure finishes
+        or undoes what an interrupted run left and never erases twice.
 
         Raises:
             NotImplementedError: This connector does not support it yet.
         """
-        raise NotImplementedError(f"{type(self).__name__}.erase is not implemented yet (rights engine)")
+        raise NotImplementedError(f"{type(self).__name__}.erase is not implemented yet")
+
+    def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
+        """Re-queries ``asset`` after an erasure: the current data must hold no match.
+
+        The default counts :meth:`find`'s rows; stores with versions also check
+        that old versions no longer hold them (``erased`` says which versions the
+        erasure wrote).
+        """
+        return VerifyResult(remaining=int(self.find(asset, identities_df).count()))
 
     def secrets(self) -> list[str]:
         """Secret values this connector knows (redacted from every message)."""

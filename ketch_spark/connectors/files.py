@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from pyspark.sql import DataFrame
 
-from ketch_spark.connectors.base import Asset, Connector, describe_error, fingerprint_of
+from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
 from ketch_spark.errors import ConnectorError
 
 __all__ = ["FileConnector", "normalise_file_uri", "format_of_file", "is_file_uri"]
@@ -309,6 +309,75 @@ class FileConnector(Connector):
         if asset.format in ("delta", "parquet"):
             return self.read(asset).limit(n)
         return self._read_sample_files(asset).limit(n)
+
+
+    # -- rights ---------------------------------------------------------------------------------
+
+    def _plan_for(self, asset: Asset, identities_df: DataFrame):  # noqa: ANN202 - (schema -> MatchPlan)
+        from ketch_spark.rights.match import match_plan
+
+        identities = identities_df.collect()
+        settings = self.cfg.dsr
+        return lambda schema: match_plan(schema, asset, identities, settings.org_column,
+                                         settings.default_phone_region)
+
+    def _assignments_for(self, asset: Asset):  # noqa: ANN202 - (schema -> assignments)
+        from ketch_spark.rights.obfuscate import hmac_key_from_env, obfuscation_assignments
+
+        settings = self.cfg.dsr
+        key = hmac_key_from_env(settings)
+        return lambda schema: obfuscation_assignments(schema, asset.personal_columns, settings, key)
+
+    def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
+        """The asset's rows matching the batch, with ``_request_id`` (see :meth:`Connector.find`).
+
+        Delta and Parquet are read once. JSON and CSV are read once with the
+        catalog's schema to find the files holding a match, then those files are
+        read whole so that a subject's rows come back with every field.
+        """
+        from ketch_spark.connectors.rewrite import FileSetEraser
+        from ketch_spark.rights.match import with_request_ids
+
+        plan_for = self._plan_for(asset, identities_df)
+        if asset.format in ("delta", "parquet"):
+            read_df = self.read(asset)
+            plan = plan_for(read_df.schema)
+            return with_request_ids(read_df.where(plan.condition), plan, identities_df)
+        eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
+        read_df = eraser.read()
+        plan = plan_for(read_df.schema)
+        files = sorted(eraser.matched_files(read_df, plan.condition)) if plan.can_match else []
+        if not files:
+            return with_request_ids(read_df.drop("_ketch_path").limit(0), plan, identities_df)
+        full_df = eraser.read(files, infer=True).drop("_ketch_path")
+        full_plan = plan_for(full_df.schema)
+        return with_request_ids(full_df.where(full_plan.condition), full_plan, identities_df)
+
+    def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
+        """Deletes or obfuscates the batch's rows: one statement on Delta, rewritten files otherwise."""
+        import uuid
+
+        from ketch_spark.connectors.delta_rights import DeltaEraser
+        from ketch_spark.connectors.rewrite import FileSetEraser
+
+        plan_for = self._plan_for(asset, identities_df)
+        assignments_for = self._assignments_for(asset) if mode == "obfuscate" else (lambda schema: {})
+        if asset.format == "delta":
+            return DeltaEraser(self.spark, asset, self.cfg.dsr).erase(plan_for, mode, assignments_for)
+        eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
+        return eraser.erase(plan_for, mode, uuid.uuid4().hex[:12], assignments_for)
+
+    def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
+        """Current rows still matching (and, for Delta, old files still holding erased rows)."""
+        from ketch_spark.connectors.delta_rights import DeltaEraser
+
+        if asset.format == "delta":
+            return DeltaEraser(self.spark, asset, self.cfg.dsr).verify(self._plan_for(asset, identities_df), erased)
+        import datetime as dt
+
+        remaining = int(self.find(asset, identities_df).count())
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+        return VerifyResult(remaining=remaining, physical_after=now)
 
 
 def _first_files(files: list[_Entry]) -> list[_Entry]:

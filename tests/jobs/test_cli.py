@@ -15,6 +15,7 @@ from ketch_spark.config import load_config
 from ketch_spark.datagen import write_raw_consent
 from ketch_spark.extensions import EXTENSION_CLASS, extension_jar
 from ketch_spark.jars import default_jars_dir, installed_jar_paths
+from ketch_spark.rights.receipts import sign_receipt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,13 +33,20 @@ def _last_json(capsys) -> dict:
         ["consent", "ingest", "--input", "a", "--input", "b", "--format", "csv", "--conf", "x.yaml"],
         ["consent", "compact", "--full", "--conf", "x.yaml"],
         ["catalog", "scan", "--source", "s3a://b/p", "--conf", "x.yaml"],
+        ["dsr", "run", "--dry-run", "--conf", "x.yaml"],
+        ["dsr", "run", "--kind", "access", "--conf", "x.yaml"],
+        ["dsr", "verify-receipt", "f", "--conf", "x.yaml"],
+        ["dsr", "submit", "--input", "f", "--conf", "x.yaml"],
+        ["dsr", "status", "--conf", "x.yaml"],
     ],
 )
 def test_every_command_takes_conf(argv):
     assert build_parser().parse_args(argv).conf == "x.yaml"
 
 
-def test_demo_end_to_end(spark, tmp_path, capsys):
+def test_demo_end_to_end(spark, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KETCH_RECEIPT_SECRET", "x")
+    monkeypatch.delenv("KETCH_RECEIPT_SECRET")  # unset: the demo uses its own key, for its process only
     conf = tmp_path / "ketch.yaml"
     conf.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
     assert main(["demo", "--conf", str(conf), "--users", "300"]) == 0
@@ -53,6 +61,82 @@ def test_demo_end_to_end(spark, tmp_path, capsys):
     identities = summary["catalog"]["identities"]
     assert "email:email" in identities["<warehouse>/raw/logs"]
     assert "email_sha256:email_sha256" in identities["<warehouse>/lake/profiles"]
+    rights = summary["rights"]
+    assert rights["requests"] == 5 and len(rights["done"]) == rights["requests"] and rights["failed"] == []
+    assert rights["rows_erased"] > 0 and len(rights["exports"]) == 1 and len(rights["receipts"]) == 4
+    (folder,) = rights["exports"].values()
+    assert (Path(folder) / "manifest.json").is_file()
+    assert "KETCH_RECEIPT_SECRET" not in os.environ
+
+
+def test_dsr_run_parses_kind_and_dry_run():
+    args = build_parser().parse_args(["dsr", "run", "--kind", "erasure", "--dry-run"])
+    assert (args.kind, args.dry_run, getattr(args, "needs_spark", True)) == ("erasure", True, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dsr", "run", "--kind", "portability"])
+
+
+def test_dsr_run_without_requests_says_so(spark, tmp_path, capsys):
+    conf = tmp_path / "ketch.yaml"
+    conf.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
+    assert main(["dsr", "run", "--dry-run", "--kind", "access", "--conf", str(conf)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "no open or failed requests of kind access"
+    summary = json.loads(out[-1])
+    assert summary["command"] == "dsr run" and summary["status"] == "ok"
+    assert summary["dry_run"] is True and summary["requests"] == 0 and summary["assets"] == []
+
+
+RECEIPT_SECRET = "cli-test-receipt-secret-0123456789"
+
+
+def test_verify_receipt_checks_the_signature_without_spark(tmp_path, capsys, monkeypatch):
+    import ketch_spark.session
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("verify-receipt must not start Spark")
+
+    monkeypatch.setattr(ketch_spark.session, "spark_session", no_spark)
+    monkeypatch.setenv("KETCH_RECEIPT_SECRET", RECEIPT_SECRET)
+    conf = tmp_path / "ketch.yaml"
+    conf.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
+    receipt = sign_receipt({"request_id": "r-1", "kind": "erasure", "rows_erased": 3}, RECEIPT_SECRET.encode())
+    good = tmp_path / "r-1.json"
+    good.write_text(json.dumps(receipt))
+
+    assert main(["dsr", "verify-receipt", str(good), "--conf", str(conf)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "receipt r-1: valid"
+    assert json.loads(out[-1]) | {"seconds": 0} == {
+        "command": "dsr verify-receipt", "status": "ok", "file": str(good), "request_id": "r-1", "valid": True,
+        "seconds": 0,
+    }
+
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps({**receipt, "rows_erased": 2}))
+    assert main(["dsr", "verify-receipt", str(tampered), "--conf", str(conf)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "receipt r-1: INVALID (signature does not match)"
+    assert json.loads(out[-1])["status"] == "invalid" and json.loads(out[-1])["valid"] is False
+
+    monkeypatch.setenv("KETCH_RECEIPT_SECRET", "another-secret-0123456789")
+    assert main(["dsr", "verify-receipt", str(good), "--conf", str(conf)]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("not a receipt\n")
+    for path, expected in ((tmp_path / "missing.json", "cannot read the receipt"), (not_json, "not a JSON receipt"),
+                           (tmp_path, "cannot read the receipt")):
+        assert main(["dsr", "verify-receipt", str(path), "--conf", str(conf)]) == 1
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert summary["command"] == "dsr verify-receipt" and summary["status"] == "error"
+        assert expected in summary["error"] and str(path) in summary["error"]
+        assert "Traceback" not in captured.err
+
+    monkeypatch.delenv("KETCH_RECEIPT_SECRET")
+    assert main(["dsr", "verify-receipt", str(good), "--conf", str(conf)]) == 1
+    assert "KETCH_RECEIPT_SECRET" in _last_json(capsys)["error"]
 
 
 def test_bad_config_is_a_json_error(tmp_path, capsys):
