@@ -6,6 +6,7 @@ validated when built; every error names the file and the key at fault.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,10 +44,17 @@ class ConsentSettings:
 
     Attributes:
         max_future_skew_seconds: An event whose timestamp lies further than this in
-            the future (against ingestion time) is quarantined.
+            the future (against ingestion time, UTC) is quarantined.
+        earliest_event_date: An event dated before this day (UTC) is quarantined
+            as ``ancient_timestamp``: consent platforms did not exist before it,
+            so such a time is a bug upstream (an epoch zero, a two-digit year).
+        max_id_length: Longest accepted ``user_id`` / ``org_id`` in characters
+            (after trimming); a longer one is quarantined as ``id_too_long``.
     """
 
     max_future_skew_seconds: int = 300
+    earliest_event_date: dt.date = dt.date(2000, 1, 1)
+    max_id_length: int = 256
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,19 @@ def _expect(value: Any, kind: type | tuple[type, ...], source: str | None, key: 
     return value
 
 
+def _date_setting(raw: Mapping[str, Any], key: str, default: dt.date, source: str | None, section: str) -> dt.date:
+    """A calendar day given as ``YYYY-MM-DD`` (YAML reads an unquoted one as a date already)."""
+    value = raw.get(key, default)
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, str):
+        try:
+            value = dt.date.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(f"{_where(source, f'{section}.{key}')}: expected a day as YYYY-MM-DD, found {value!r}") from None
+    return _expect(value, dt.date, source, f"{section}.{key}", "a day as YYYY-MM-DD")
+
+
 def _int_setting(
     raw: Mapping[str, Any], key: str, default: int, source: str | None, section: str, minimum: int = 1
 ) -> int:
@@ -337,7 +358,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
     for key, value in spark_raw.items():
         _expect(value, (str, int, float, bool), source, f"spark.{key}", "a scalar Spark setting")
         spark[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
-    consent_raw = _section(data, "consent", source, ("max_future_skew_seconds",))
+    consent_raw = _section(data, "consent", source, ("max_future_skew_seconds", "earliest_event_date", "max_id_length"))
     filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries"))
     return KetchConfig(
         warehouse=warehouse,
@@ -345,7 +366,9 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         spark=spark,
         jars_dir=jars_dir,
         consent=ConsentSettings(
-            max_future_skew_seconds=_int_setting(consent_raw, "max_future_skew_seconds", 300, source, "consent")
+            max_future_skew_seconds=_int_setting(consent_raw, "max_future_skew_seconds", 300, source, "consent"),
+            earliest_event_date=_date_setting(consent_raw, "earliest_event_date", dt.date(2000, 1, 1), source, "consent"),
+            max_id_length=_int_setting(consent_raw, "max_id_length", 256, source, "consent"),
         ),
         filter=FilterSettings(
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),

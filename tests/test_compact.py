@@ -211,3 +211,52 @@ def test_bitmap_helpers_with_null_rows(spark):
     rows = df.select(has_bit("bitmap", "bit").alias("has"), unpack_bits(bitmap_assign("bitmap", "assign", 2)).alias("bits")).collect()
     assert [r["has"] for r in rows] == [True, True, True, False, None, None]
     assert [r["bits"] for r in rows] == [[1, 2], [0, 2, 127], [3], [0], None, [0]]
+
+
+CALL_BATCHES = {
+    "c1": [("o1", "u1", "alpha", True, 1), ("o1", "u2", "beta", True, 1), ("o1", "u1", "omega", True, 2)],
+    "c2": [("o1", "u1", "alpha", False, 5), ("o1", "u3", "alpha", True, 5)],  # u1 withdraws alpha
+    "c3": [("o1", "u1", "alpha", True, 3), ("o1", "u2", "beta", False, 6), ("o1", "u1", "omega", False, 2)],
+}
+_ALL_CALL_ROWS = [row for rows in CALL_BATCHES.values() for row in rows]
+
+
+def _call_cfg(wide_cfg, tmp_path_factory):
+    """A fresh warehouse (with wide_cfg's policy) holding the three batches of CALL_BATCHES, not compacted."""
+    from dataclasses import replace
+
+    return replace(wide_cfg.with_warehouse(tmp_path_factory.mktemp("calls") / "warehouse"), policy_path=wide_cfg.policy_path)
+
+
+def test_full_rebuild_to_an_older_batch_then_plain_run_reaches_every_event(spark, wide_cfg, tmp_path_factory):
+    cfg = _call_cfg(wide_cfg, tmp_path_factory)
+    for batch_id, rows in CALL_BATCHES.items():
+        _append(spark, cfg, rows, batch_id)
+    compact_consent(spark, cfg)
+    assert _state(spark, cfg) == oracle(_ALL_CALL_ROWS)
+
+    older = compact_consent(spark, cfg, full=True, batch_id="c1")
+    assert older.committed and _state(spark, cfg) == oracle(CALL_BATCHES["c1"])
+    assert _state(spark, cfg)[("o1", "u1")][0] == {0, 127}  # the withdrawal of c2 is not applied yet
+    assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events") - 2
+
+    plain = compact_consent(spark, cfg)
+    assert plain.committed and not plain.full
+    assert _state(spark, cfg) == oracle(_ALL_CALL_ROWS)  # the withdrawal does not come back
+    assert 0 not in _state(spark, cfg)[("o1", "u1")][0]
+
+
+_call = st.tuples(st.sampled_from(["incremental", "full"]), st.sampled_from([None, "c1", "c2", "c3"]))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(_call, min_size=1, max_size=3))
+def test_any_call_sequence_then_a_plain_run_equals_the_full_rebuild(spark, wide_cfg, tmp_path_factory, calls):
+    cfg = _call_cfg(wide_cfg, tmp_path_factory)
+    for batch_id, rows in CALL_BATCHES.items():
+        _append(spark, cfg, rows, batch_id)
+    for kind, batch_id in calls:
+        compact_consent(spark, cfg, batch_id=batch_id, full=kind == "full")
+    compact_consent(spark, cfg)
+    assert _state(spark, cfg) == oracle(_ALL_CALL_ROWS)
+    assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +133,7 @@ def test_csv_parquet_and_errors(spark, env):
             f"{ORG},c-1,2026-11-21T08:00:00Z,analytics,true,file_drop",
             f"{ORG},c-1,2026-11-21T08:00:00Z,advertising,FALSE,file_drop",
             f"{ORG},c-2,2026-11-21T08:00:00Z,analytics,maybe,file_drop",
-            f",c-3,2026-11-21T08:00:00Z,analytics,true,file_drop",
+            ",c-3,2026-11-21T08:00:00Z,analytics,true,file_drop",
             f"{ORG},,2026-11-21T08:00:00Z,analytics,true,file_drop",
             f"{ORG},c-4,soon,analytics,true,file_drop",
             f"{ORG},c-5,2099-01-01T00:00:00Z,analytics,true,file_drop",
@@ -217,3 +219,212 @@ def test_tcf_records(spark, env, policy):
     advertising_t2 = _events(spark, cfg, result.batch_id).where("user_id = 't-2' AND purpose = 'advertising'")
     assert sorted(r["event_ts"] for r in advertising_t2.collect()) == [updated, usp_ts]
     assert result.read == result.accepted + result.quarantined + result.duplicates == 13 + 5
+
+
+# ---------------------------------------------------------------- hostile inputs, one by one
+
+
+@pytest.fixture()
+def fresh(spark, base_config, tmp_path):
+    return tmp_path, base_config.with_warehouse(tmp_path / "warehouse")
+
+
+def _reasons_by_user(spark, cfg, batch_id):
+    rows = read_table(spark, cfg, "consent_quarantine").where(F.col("batch_id") == batch_id).collect()
+    return {json.loads(r["raw"]).get("user_id") if r["raw"].startswith("{") else r["raw"]: (r["reason"], r["detail"])
+            for r in rows}
+
+
+def test_ancient_timestamps_are_quarantined_and_the_rest_of_the_file_ingested(spark, fresh):
+    root, cfg = fresh
+    lines = [
+        _line(org_id=ORG, user_id="year-999", ts="0999-06-01T00:00:00Z", purposes={"analytics": True}),
+        _line(org_id=ORG, user_id="epoch-zero", ts="1970-01-01T00:00:00Z", purposes={"analytics": True}),
+        _line(org_id=ORG, user_id="year-1", ts="0001-01-01T00:00:00Z", purposes={"analytics": True}),
+        _line(org_id=ORG, user_id="ok-1", ts="2026-11-20T10:00:00Z", purposes={"analytics": True}),
+        _line(org_id=ORG, user_id="ok-2", ts="2000-01-01T00:00:00Z", purposes={"analytics": False}),
+    ]
+    result = ingest_consent(spark, cfg, _write(root / "ancient.jsonl", lines), fmt="json", batch_id="ancient")
+    assert result.reasons == {"ancient_timestamp": 3}
+    assert result.accepted == 2
+    assert sorted(r["user_id"] for r in _events(spark, cfg, "ancient").collect()) == ["ok-1", "ok-2"]
+    reasons = _reasons_by_user(spark, cfg, "ancient")
+    assert reasons["year-999"] == ("ancient_timestamp", "ts earlier than 2000-01-01: 0999-06-01T00:00:00Z")
+
+    later = dataclasses.replace(cfg, consent=dataclasses.replace(cfg.consent, earliest_event_date=dt.date(2010, 1, 1)))
+    strict = ingest_consent(spark, later, _write(root / "strict.jsonl", lines), fmt="json", batch_id="strict")
+    assert (strict.reasons, strict.duplicates) == ({"ancient_timestamp": 4}, 1)  # ok-1 is stored already
+
+
+def test_tc_strings_from_before_the_earliest_date_are_ancient(spark, fresh):
+    root, cfg = fresh
+    old = dt.datetime(1999, 5, 1)
+    line = _line(org_id=ORG, user_id="tc-old", tc_string=encode_tc(created=old, last_updated=old, purposes_consent={1}))
+    result = ingest_consent(spark, cfg, _write(root / "tc.jsonl", [line]), fmt="tcf", batch_id="tc-old")
+    assert (result.reasons, result.accepted) == ({"ancient_timestamp": 1}, 0)
+
+
+def test_a_reused_batch_id_with_other_records_is_refused(spark, fresh):
+    root, cfg = fresh
+    first = _write(root / "a" / "consent.jsonl", [
+        _line(org_id=ORG, user_id="r-1", ts="2026-11-20T10:00:00Z", purposes={"analytics": True}),
+    ])
+    second = _write(root / "b" / "consent.jsonl", [
+        _line(org_id=ORG, user_id="r-2", ts="2026-11-20T10:00:00Z", purposes={"analytics": False}),
+    ])
+    stored = ingest_consent(spark, cfg, first, fmt="json", batch_id="nightly")
+    assert stored.accepted == 1 and not stored.already_ingested
+
+    with pytest.raises(IngestError, match=r"batch id 'nightly' was already ingested with different records.*new batch id"):
+        ingest_consent(spark, cfg, second, fmt="json", batch_id="nightly")
+    assert read_table(spark, cfg, "consent_events").count() == 1
+    assert [r["user_id"] for r in read_table(spark, cfg, "consent_events").collect()] == ["r-1"]
+
+    # the same records again, even from another place, are the no-op they always were
+    copy = root / "c" / "consent.jsonl"
+    copy.parent.mkdir()
+    shutil.copy(first, copy)
+    again = ingest_consent(spark, cfg, str(copy), fmt="json", batch_id="nightly")
+    assert again.already_ingested and again.accepted == stored.accepted
+    assert read_table(spark, cfg, "consent_events").count() == 1
+
+    # the other records under a new id go in
+    assert ingest_consent(spark, cfg, second, fmt="json", batch_id="nightly-2").accepted == 1
+
+
+CSV_ROWS = [
+    (ORG, "h-1", "2026-11-21T08:00:00Z", "analytics", "true", "file_drop"),
+    (ORG, "h-2", "2026-11-21T08:00:00Z", "advertising", "0", "file_drop"),
+]
+
+
+def _csv_file(path: Path, header: list[str], rows: list[dict], *, bom: bool = False, quoted: bool = False) -> str:
+    names = [f'"{h}"' if quoted else h for h in header]
+    lines = [("\ufeff" if bom else "") + ",".join(names)] + [",".join(row.get(h, "") for h in header) for row in rows]
+    return _write(path, lines)
+
+
+def _as_dicts(rows):
+    return [dict(zip(("org_id", "user_id", "ts", "purpose", "granted", "source"), row)) for row in rows]
+
+
+def test_csv_columns_are_taken_by_header_name_in_any_order(spark, fresh):
+    root, cfg = fresh
+    rows = _as_dicts(CSV_ROWS)
+    folder = root / "csv"
+    _csv_file(folder / "a.csv", ["org_id", "user_id", "ts", "purpose", "granted", "source"], rows[:1])
+    _csv_file(folder / "b.csv", ["user_id", "granted", "purpose", "ts", "org_id", "country", "source"],
+              [{**rows[1], "country": "DE"}], bom=True, quoted=True)
+    _csv_file(folder / "c.csv", [" Granted ", "PURPOSE", "ts", "User_Id", "org_id"],
+              [{" Granted ": "false", "PURPOSE": "analytics", "ts": "2026-11-21T09:00:00Z", "User_Id": "h-3",
+                "org_id": ORG}])
+    result = ingest_consent(spark, cfg, str(folder), fmt="csv", batch_id="by-name", validate=False)
+    assert result.quarantined == 0, result.reasons  # the header lines are not records
+    assert result.ignored_columns == ("country",)
+    got = {(r["org_id"], r["user_id"], r["purpose"], r["granted"], r["source"]) for r in _events(spark, cfg, "by-name").collect()}
+    assert got == {
+        (ORG, "h-1", "analytics", True, "file_drop"),
+        (ORG, "h-2", "advertising", False, "file_drop"),
+        (ORG, "h-3", "analytics", False, None),
+    }
+
+
+def test_csv_without_a_required_column_is_one_file_level_error_and_nothing_is_ingested(spark, fresh):
+    root, cfg = fresh
+    rows = _as_dicts(CSV_ROWS)
+    folder = root / "csv"
+    _csv_file(folder / "good.csv", ["org_id", "user_id", "ts", "purpose", "granted"], rows)
+    _csv_file(folder / "no-ts.csv", ["org_id", "user_id", "purpose", "granted"], rows)
+    _write(folder / "no-header.csv", [",".join(CSV_ROWS[0])])
+    with pytest.raises(SchemaError) as caught:
+        ingest_consent(spark, cfg, str(folder), fmt="csv", batch_id="missing")
+    message = str(caught.value)
+    assert "no-ts.csv: header lacks ts" in message and "nothing ingested" in message
+    assert "no-header.csv: header lacks" in message and "good.csv" not in message
+    assert "in any order" in message
+    for table in ("consent_events", "consent_quarantine"):
+        assert read_table(spark, cfg, table).count() == 0
+
+
+def test_compressed_csv_and_a_huge_first_line(spark, fresh):
+    root, cfg = fresh
+    import gzip
+
+    folder = root / "gz"
+    folder.mkdir()
+    text = "purpose,granted,ts,user_id,org_id\nanalytics,true,2026-11-21T08:00:00Z,gz-1," + ORG + "\n"
+    (folder / "part.csv.gz").write_bytes(gzip.compress(text.encode()))
+    result = ingest_consent(spark, cfg, str(folder), fmt="csv", batch_id="gz", validate=False)
+    assert (result.accepted, result.quarantined) == (1, 0)
+
+    huge = root / "huge"
+    _write(huge / "big.csv", ["x" * 200_000])
+    with pytest.raises(SchemaError, match="no line break within its first 65536 bytes"):
+        ingest_consent(spark, cfg, str(huge), fmt="csv", batch_id="huge")
+
+
+def test_non_string_and_overlong_ids_are_quarantined(spark, fresh):
+    root, cfg = fresh
+    ts = "2026-11-20T10:00:00Z"
+    lines = [
+        json.dumps({"org_id": ORG, "user_id": 12345, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": 1.5, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": {"id": "x"}, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": ["x"], "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": True, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": None, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": 42, "user_id": "n-1", "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": [ORG], "user_id": "n-2", "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": "u" * 257, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": "o" * 300, "user_id": "n-3", "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": "u" * 256, "ts": ts, "purposes": {"analytics": True}}),
+        json.dumps({"org_id": ORG, "user_id": "' OR 1=1; DROP TABLE users; --", "ts": ts, "purposes": {"analytics": True}}),
+    ]
+    result = ingest_consent(spark, cfg, _write(root / "ids.jsonl", lines), fmt="json", batch_id="ids")
+    assert result.reasons == {"invalid_user_id": 5, "missing_user_id": 1, "invalid_org_id": 2, "id_too_long": 2}
+    assert sorted(len(r["user_id"]) for r in _events(spark, cfg, "ids").collect()) == [30, 256]
+    details = {r["detail"] for r in read_table(spark, cfg, "consent_quarantine").where("reason = 'invalid_user_id'").collect()}
+    assert {"user_id is bigint, not a string", "user_id is boolean, not a string"} <= details
+    assert any(d.startswith("user_id is object") for d in details) and any(d.startswith("user_id is array") for d in details)
+
+    parquet = str(root / "typed-parquet")
+    spark.createDataFrame(
+        [(ORG, 7, dt.datetime(2026, 11, 22, 9), "analytics", True)],
+        "org_id string, user_id bigint, ts timestamp, purpose string, granted boolean",
+    ).write.parquet(parquet)
+    typed = ingest_consent(spark, cfg, parquet, fmt="parquet", batch_id="typed", validate=False)
+    assert (typed.reasons, typed.accepted) == ({"invalid_user_id": 1}, 0)
+
+    shorter = dataclasses.replace(cfg, consent=dataclasses.replace(cfg.consent, max_id_length=8))
+    capped = ingest_consent(spark, shorter, _write(root / "cap.jsonl", lines[-1:]), fmt="json", batch_id="cap")
+    assert capped.reasons == {"id_too_long": 1}
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles", "Pacific/Kiritimati"])
+def test_future_check_and_ingest_time_are_utc_whatever_tz(spark, fresh, monkeypatch, zone):
+    root, cfg = fresh
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        hour_ago = (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        in_ten_minutes = (now + dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines = [
+            _line(org_id=ORG, user_id="hour-ago", ts=hour_ago, purposes={"analytics": True}),
+            _line(org_id=ORG, user_id="ten-minutes-ahead", ts=in_ten_minutes, purposes={"analytics": True}),
+        ]
+        result = ingest_consent(spark, cfg, _write(root / "tz.jsonl", lines), fmt="json", batch_id="tz", validate=False)
+        assert (result.accepted, result.reasons) == (1, {"future_timestamp": 1})
+        lag = _events(spark, cfg, "tz").select((F.unix_timestamp("ingested_at") - F.lit(int(now.timestamp()))).alias("lag"))
+        assert abs(lag.first()["lag"]) < 600
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_ids_are_trimmed_at_ingest(spark, fresh):
+    root, cfg = fresh
+    lines = [_line(org_id=f" {ORG} ", user_id="  x ", ts="2026-11-20T10:00:00Z", purposes={"analytics": False})]
+    result = ingest_consent(spark, cfg, _write(root / "trim.jsonl", lines), fmt="json", batch_id="trim", validate=False)
+    assert result.accepted == 1
+    assert [(r["org_id"], r["user_id"]) for r in _events(spark, cfg, "trim").collect()] == [(ORG, "x")]

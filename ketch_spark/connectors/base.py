@@ -91,6 +91,8 @@ class EraseCounts:
             ISO 8601): now for rewritten file sets and vacuumed Delta tables, the
             erasure commit plus the retention otherwise.
         notes: Facts worth keeping in the audit (recovered staging, skipped columns).
+        rows_by_request: Matched rows per request id, counted in the erasure's own
+            pass over the data (``None`` when the connector does not count them).
     """
 
     rows_matched: int = 0
@@ -103,6 +105,7 @@ class EraseCounts:
     bytes_rewritten: int = 0
     physical_after: str | None = None
     notes: list[str] = field(default_factory=list)
+    rows_by_request: dict[str, int] | None = None
 
 
 @dataclass
@@ -244,7 +247,10 @@ class Connector(ABC):
         """Deletes (``mode="delete"``) or obfuscates (``"obfuscate"``) the matching rows, whole batch at once.
 
         Rows without a match are left as they are; a rerun after a failure finishes
-        or undoes what an interrupted run left and never erases twice.
+        or undoes what an interrupted run left and never erases twice. The counts
+        carry ``rows_by_request`` (matched rows per request id of ``identities_df``),
+        counted in the same pass that finds the rows, so the engine never reads
+        an asset a second time to attribute rows to requests.
 
         Raises:
             NotImplementedError: This connector does not support it yet.

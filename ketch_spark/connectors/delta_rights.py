@@ -23,8 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -36,12 +36,16 @@ from ketch_spark.connectors.base import Asset, EraseCounts, VerifyResult
 from ketch_spark.connectors.hadoopfs import HadoopFs, path_key
 from ketch_spark.errors import PartialErasureError
 from ketch_spark.faults import fault_point
+from ketch_spark.session_conf import session_conf
 
 __all__ = ["DeltaEraser"]
 
 logger = logging.getLogger(__name__)
 
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+_OPTIMIZE_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
+_PURGE_MIN_BIN_BYTES = 16 * 1024 * 1024
+_PURGE_MAX_BIN_BYTES = 1024 * 1024 * 1024
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -93,8 +97,13 @@ class DeltaEraser:
     # -- erasure -------------------------------------------------------------------------------
 
     def erase(self, plan_for: Callable[[T.StructType], Any], mode: str,
-              assignments_for: Callable[[T.StructType], dict[str, Column]]) -> EraseCounts:
-        """Deletes or obfuscates the batch's rows in one statement, then purges and vacuums."""
+              assignments_for: Callable[[T.StructType], dict[str, Column]],
+              attribute: Callable[[DataFrame], dict[str, int]] | None = None) -> EraseCounts:
+        """Deletes or obfuscates the batch's rows in one statement, then purges and vacuums.
+
+        ``attribute`` counts matched rows per request; it reads the rows matched by
+        the same scan that counts them (kept, they are few), not the table again.
+        """
         before = self._last_commit()
         counts = EraseCounts(version_before=int(before["version"]))
         table_df = self.read()
@@ -104,7 +113,11 @@ class DeltaEraser:
             counts.version_after = counts.version_before
             counts.physical_after = _iso(dt.datetime.now(dt.timezone.utc))
             return counts
-        counts.rows_matched = int(table_df.where(plan.condition).count())
+        matched_df = table_df.where(plan.condition)
+        if attribute is not None:
+            matched_df = matched_df.localCheckpoint(eager=True)
+            counts.rows_by_request = attribute(matched_df)
+        counts.rows_matched = int(matched_df.count())
         commit_time = before["timestamp"]
         if counts.rows_matched:
             fault_point("rights.delta.before_delete")
@@ -148,27 +161,29 @@ class DeltaEraser:
                                 f"until VACUUM after {counts.physical_after}")
 
     def _purge(self) -> dict[str, int]:
-        """Rewrites files carrying deletion vectors (no-op without them)."""
+        """Rewrites files carrying deletion vectors (no-op without them).
+
+        The purge bin-packs the files it rewrites up to Delta's OPTIMIZE file size
+        (1 GiB), one task per bin: a batch that touches every small file would be
+        rewritten by one task into one file. Bins are capped near the table's mean
+        file size instead, so the rewrite runs in parallel and keeps the layout.
+        """
         version = self.version()
         quoted = self.asset.location.replace("`", "``")
-        self.spark.sql(f"REORG TABLE delta.`{quoted}` APPLY (PURGE)").collect()
+        detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{quoted}`").select("numFiles", "sizeInBytes").head()
+        mean = int(detail["sizeInBytes"] or 0) // max(1, int(detail["numFiles"] or 0))
+        bin_bytes = min(_PURGE_MAX_BIN_BYTES, max(_PURGE_MIN_BIN_BYTES, mean))
+        with session_conf(self.spark, {_OPTIMIZE_MAX_FILE_SIZE: str(bin_bytes)}):
+            self.spark.sql(f"REORG TABLE delta.`{quoted}` APPLY (PURGE)").collect()
         last = self._last_commit()
         if int(last["version"]) == version:
             return {}
         metrics = dict(last["operationMetrics"] or {})
         return {"files": _metric(metrics, "numAddedFiles"), "bytes": _metric(metrics, "numAddedBytes")}
 
-    @contextmanager
-    def _retention_check(self) -> Iterator[None]:
+    def _retention_check(self) -> AbstractContextManager[None]:
         lowered = self.settings.allow_short_retention and self.settings.vacuum_retention_hours < 168
-        previous = self.spark.conf.get(_RETENTION_CHECK, "true")
-        if lowered:
-            self.spark.conf.set(_RETENTION_CHECK, "false")
-        try:
-            yield
-        finally:
-            if lowered:
-                self.spark.conf.set(_RETENTION_CHECK, previous)
+        return session_conf(self.spark, {_RETENTION_CHECK: "false"} if lowered else {})
 
     def _vacuum(self) -> None:
         """VACUUM LITE (files the log says were removed: no listing of the table), else a full VACUUM."""

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pyspark.sql import DataFrame
 
@@ -346,7 +346,7 @@ class FileConnector(Connector):
         eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
         read_df = eraser.read()
         plan = plan_for(read_df.schema)
-        files = sorted(eraser.matched_files(read_df, plan.condition)) if plan.can_match else []
+        files = sorted(eraser.matched_files(read_df, plan.condition)[0]) if plan.can_match else []
         if not files:
             return with_request_ids(read_df.drop("_ketch_path").limit(0), plan, identities_df)
         full_df = eraser.read(files, infer=True).drop("_ketch_path")
@@ -362,10 +362,11 @@ class FileConnector(Connector):
 
         plan_for = self._plan_for(asset, identities_df)
         assignments_for = self._assignments_for(asset) if mode == "obfuscate" else (lambda schema: {})
+        attribute = _attribution(plan_for, identities_df)
         if asset.format == "delta":
-            return DeltaEraser(self.spark, asset, self.cfg.dsr).erase(plan_for, mode, assignments_for)
+            return DeltaEraser(self.spark, asset, self.cfg.dsr).erase(plan_for, mode, assignments_for, attribute)
         eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
-        return eraser.erase(plan_for, mode, uuid.uuid4().hex[:12], assignments_for)
+        return eraser.erase(plan_for, mode, uuid.uuid4().hex[:12], assignments_for, attribute)
 
     def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
         """Current rows still matching (and, for Delta, old files still holding erased rows)."""
@@ -378,6 +379,18 @@ class FileConnector(Connector):
         remaining = int(self.find(asset, identities_df).count())
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
         return VerifyResult(remaining=remaining, physical_after=now)
+
+
+def _attribution(plan_for: Any, identities_df: DataFrame) -> Callable[[DataFrame], dict[str, int]]:
+    """Counts matched rows per request id (rows of ``matched_df`` all pass the batch's condition)."""
+    from ketch_spark.rights.match import REQUEST_ID_COLUMN, with_request_ids
+
+    def attribute(matched_df: DataFrame) -> dict[str, int]:
+        attributed = with_request_ids(matched_df, plan_for(matched_df.schema), identities_df)
+        counted = attributed.groupBy(REQUEST_ID_COLUMN).count().collect()
+        return {r[REQUEST_ID_COLUMN]: int(r["count"]) for r in counted}
+
+    return attribute
 
 
 def _first_files(files: list[_Entry]) -> list[_Entry]:

@@ -131,6 +131,28 @@ class HadoopFs:
         finally:
             stream.close()
 
+    def first_line(self, uri: str, max_bytes: int) -> str | None:
+        """The first non-blank line of a text file (decompressed by its extension, as Spark reads it).
+
+        Reads at most ``max_bytes`` of it; ``None`` when the file holds no
+        complete non-blank line within them (empty, or a huge first line).
+        """
+        path = self._path(uri)
+        fs = self._fs(uri)
+        stream = fs.open(path)
+        try:
+            codec = self.spark._jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+                self.spark._jsc.hadoopConfiguration()
+            ).getCodec(path)
+            if codec is not None:
+                stream = codec.createInputStream(stream)
+            head = bytes(stream.readNBytes(max_bytes))
+        finally:
+            stream.close()
+        lines = head.decode("utf-8", errors="replace").splitlines(keepends=True)
+        complete = lines if len(head) < max_bytes else lines[:-1]
+        return next((line.rstrip("\r\n") for line in complete if line.strip()), None)
+
     def read_text(self, uri: str) -> str:
         """The UTF-8 text of the (small) file at ``uri``."""
         return self.read_bytes(uri).decode("utf-8")

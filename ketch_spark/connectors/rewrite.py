@@ -132,10 +132,17 @@ class FileSetEraser:
         df = reader.format(self.asset.format).load(paths)
         return df.withColumn(_PATH, F.col("_metadata.file_path"))
 
-    def matched_files(self, read_df: DataFrame, condition: Column) -> dict[str, int]:
-        """Matched rows per file (``path_key``), from one pass over the dataset."""
-        rows = read_df.where(condition).groupBy(_PATH).count().collect()
-        return {path_key(r[_PATH]): int(r["count"]) for r in rows}
+    def matched_files(self, read_df: DataFrame, condition: Column,
+                      attribute: Callable[[DataFrame], dict[str, int]] | None = None
+                      ) -> tuple[dict[str, int], dict[str, int] | None]:
+        """Matched rows per file (``path_key``) and, with ``attribute``, per request: one pass over the dataset."""
+        matched_df = read_df.where(condition)
+        by_request = None
+        if attribute is not None:
+            matched_df = matched_df.localCheckpoint(eager=True)  # the matched rows only: few
+            by_request = attribute(matched_df.drop(_PATH))
+        rows = matched_df.groupBy(_PATH).count().collect()
+        return {path_key(r[_PATH]): int(r["count"]) for r in rows}, by_request
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -171,7 +178,8 @@ class FileSetEraser:
     # -- erasure ----------------------------------------------------------------------------------
 
     def erase(self, plan_for: Callable[[T.StructType], Any], mode: str, run_id: str,
-              assignments_for: Callable[[T.StructType], dict[str, Column]]) -> EraseCounts:
+              assignments_for: Callable[[T.StructType], dict[str, Column]],
+              attribute: Callable[[DataFrame], dict[str, int]] | None = None) -> EraseCounts:
         """Deletes or obfuscates the batch's rows.
 
         Args:
@@ -179,18 +187,20 @@ class FileSetEraser:
             mode: ``delete`` or ``obfuscate``.
             run_id: Names the staging folder.
             assignments_for: Obfuscation assignments for a schema (``obfuscate`` only).
+            attribute: Counts matched rows per request (from the pass that finds the files).
         """
         recovered, notes = self.recover()
         counts = EraseCounts(rows_matched=recovered, rows_changed=recovered, notes=notes)
         try:
-            return self._erase(counts, plan_for, mode, run_id, assignments_for)
+            return self._erase(counts, plan_for, mode, run_id, assignments_for, attribute)
         except Exception as exc:
             if not recovered:
                 raise
             raise PartialErasureError(f"an interrupted rewrite was finished, then: {exc}", counts) from exc
 
     def _erase(self, counts: EraseCounts, plan_for: Callable[[T.StructType], Any], mode: str, run_id: str,
-               assignments_for: Callable[[T.StructType], dict[str, Column]]) -> EraseCounts:
+               assignments_for: Callable[[T.StructType], dict[str, Column]],
+               attribute: Callable[[DataFrame], dict[str, int]] | None) -> EraseCounts:
         files = self.data_files()
         by_key = {path_key(f.uri): f for f in files}
         read_df = self.read()
@@ -200,7 +210,7 @@ class FileSetEraser:
         if not plan.can_match:
             counts.physical_after = _now_iso()
             return counts
-        matched = self.matched_files(read_df, plan.condition)
+        matched, counts.rows_by_request = self.matched_files(read_df, plan.condition, attribute)
         touched = [_Touched(i, by_key[key], n) for i, (key, n) in enumerate(sorted(matched.items())) if key in by_key]
         if len(touched) != len(matched):
             raise ConnectorError(f"{len(matched) - len(touched)} matched file(s) are not in the listing of "

@@ -8,8 +8,11 @@ moves it (needed to order events that arrive late).
 How a run works (one code path for incremental and full):
 
 1. **New events.** The state table records, as a Delta idempotent-write
-   transaction (``txnAppId`` ``ketch-spark/compact``), the consent/events
-   version it has applied. An incremental run reads only the events committed
+   transaction, the consent/events version it has applied. Each full rebuild
+   starts a new *generation* with its own ``txnAppId`` (``ketch-spark/compact``,
+   then ``ketch-spark/compact/1``, ``/2``, ...), because Delta never lets a
+   transaction's version go down: a rebuild up to an older batch must be able to
+   record the older version, so that the next plain run applies the rest. An incremental run reads only the events committed
    after it, through the events table's Change Data Feed (only the files added
    by those commits are read). A full run reads every event.
 2. **Reduce** them to one row per touched user holding, per purpose bit, the
@@ -35,16 +38,18 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ketch_spark.bitmap import has_purpose, sql_word, sql_word_bit, sql_words_with_bits
 from ketch_spark.policy import WORD_BITS
+from ketch_spark.clock import utc_micros, utc_now
 from ketch_spark.config import KetchConfig
-from ketch_spark.consent.sources import delta_txn_version, delta_version
+from ketch_spark.consent.sources import delta_txn_versions, delta_version
 from ketch_spark.errors import KetchError
+from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy
 from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path
 
@@ -249,13 +254,8 @@ def apply_choices(
     kept_words = [f"__{name}_{w}" for name in ("gw", "kw") for w in range(n_words)]
     new_df = old_df.selectExpr(*_KEY, "is_new", "events", *kept_words, *[c for b in bits for c in _new_bit_columns(b)])
     granted, known, purpose_ts, changed = _new_state_columns(bits, n_words)
-    updated = f"timestamp_micros({_utc_micros(updated_at)}L) AS updated_at"
+    updated = f"timestamp_micros({utc_micros(updated_at)}L) AS updated_at"
     return new_df.selectExpr(*_KEY, granted, known, purpose_ts, updated, "is_new", "events", changed)
-
-
-def _utc_micros(naive_utc: dt.datetime) -> int:
-    """Microseconds since the epoch of a naive UTC datetime (exact: integer timedelta division)."""
-    return (naive_utc - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 
 
 def state_merge_condition(target: str = "t", source: str = "s") -> str:
@@ -266,9 +266,34 @@ def state_merge_condition(target: str = "t", source: str = "s") -> str:
 # ---------------------------------------------------------------- versions and reading
 
 
+def _generation_app_id(generation: int) -> str:
+    return COMPACT_TXN_APP_ID if generation == 0 else f"{COMPACT_TXN_APP_ID}/{generation}"
+
+
+def _generation_of(app_id: str) -> int | None:
+    if app_id == COMPACT_TXN_APP_ID:
+        return 0
+    prefix = COMPACT_TXN_APP_ID + "/"
+    rest = app_id[len(prefix):]
+    return int(rest) if app_id.startswith(prefix) and rest.isdigit() else None
+
+
+def _applied(spark: SparkSession, cfg: KetchConfig) -> tuple[int | None, int | None]:
+    """(generation, consent/events version applied) of the state; (None, None) before the first compaction."""
+    found = {
+        generation: version
+        for app_id, version in delta_txn_versions(spark, table_path(cfg, "consent_state"), COMPACT_TXN_APP_ID).items()
+        if (generation := _generation_of(app_id)) is not None
+    }
+    if not found:
+        return None, None
+    generation = max(found)
+    return generation, found[generation]
+
+
 def applied_events_version(spark: SparkSession, cfg: KetchConfig) -> int | None:
     """The consent/events version the state has applied, ``None`` before the first compaction."""
-    return delta_txn_version(spark, table_path(cfg, "consent_state"), COMPACT_TXN_APP_ID)
+    return _applied(spark, cfg)[1]
 
 
 def _require_events(spark: SparkSession, cfg: KetchConfig) -> str:
@@ -305,30 +330,14 @@ def _all_events(spark: SparkSession, cfg: KetchConfig, upto: int) -> DataFrame:
     return read_table(spark, cfg, "consent_events", version=upto)
 
 
-@contextlib.contextmanager
-def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Session settings for the commits made inside the block, restored afterwards."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-
-def _idempotent_commit(spark: SparkSession, version: int) -> contextlib.AbstractContextManager[None]:
-    """Makes the MERGE inside an idempotent write of (``ketch-spark/compact``, ``version``).
+def _idempotent_commit(spark: SparkSession, app_id: str, version: int) -> contextlib.AbstractContextManager[None]:
+    """Makes the MERGE inside an idempotent write of (``app_id``, ``version``).
 
     The source is already checkpointed by the caller, so Delta need not materialise it again.
     """
-    return _session_conf(
+    return session_conf(
         spark,
-        {_TXN_CONF_APP: COMPACT_TXN_APP_ID, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"},
+        {_TXN_CONF_APP: app_id, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"},
     )
 
 
@@ -337,7 +346,9 @@ def _merge_source(rows_df: DataFrame) -> DataFrame:
     return rows_df.where("changed").select(*_STATE_COLUMNS)
 
 
-def _merge_changes(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, version: int) -> None:
+def _merge_changes(
+    spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, app_id: str, version: int
+) -> None:
     """One MERGE of the ``changed`` rows: updates of known users, inserts of new ones.
 
     A day's changes are usually few next to the state: they are then broadcast,
@@ -348,7 +359,7 @@ def _merge_changes(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, ch
     if changed <= _BROADCAST_MAX_ROWS:
         source = F.broadcast(source)
     state = delta_table(spark, cfg, "consent_state")
-    with _idempotent_commit(spark, version):
+    with _idempotent_commit(spark, app_id, version):
         (
             state.alias("t")
             .merge(source.alias("s"), state_merge_condition("t", "s"))
@@ -358,11 +369,12 @@ def _merge_changes(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, ch
         )
 
 
-def _overwrite_state(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, version: int, applied: int | None) -> None:
-    writer = rows_df.write.format("delta").mode("overwrite")
-    if applied is None or version > applied:
-        writer = writer.option("txnAppId", COMPACT_TXN_APP_ID).option("txnVersion", version)
-    writer.save(table_path(cfg, "consent_state"))
+def _overwrite_state(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, app_id: str, version: int) -> None:
+    (
+        rows_df.write.format("delta").mode("overwrite")
+        .option("txnAppId", app_id).option("txnVersion", version)
+        .save(table_path(cfg, "consent_state"))
+    )
 
 
 def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None, full: bool = False) -> CompactResult:
@@ -388,14 +400,16 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     if not table_exists(spark, cfg, "consent_state"):
         ensure_table(spark, cfg, "consent_state")
     upto = _batch_version(spark, cfg, batch_id) if batch_id else events_version
-    applied = applied_events_version(spark, cfg)
+    generation, applied = _applied(spark, cfg)
     incremental = not full and applied is not None
+    # a full run starts a new generation: its version may be below the applied one
+    app_id = _generation_app_id(generation if incremental else (0 if generation is None else generation + 1))
     if incremental and upto <= applied:
         logger.info("consent state already holds events up to version %s", applied)
         return _result(spark, cfg, full, batch_id, None, applied, {}, False, started)
     from_version = applied + 1 if incremental else 0
     events_df = _new_events(spark, cfg, applied, upto) if incremental else _all_events(spark, cfg, upto)
-    updated_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    updated_at = utc_now()
     bits = sorted(p.bit for p in policy.purposes.values())
     choices_df = user_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts"), bits)
     state_df = read_table(spark, cfg, "consent_state") if incremental else None
@@ -405,21 +419,21 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     counts = _counts(rows_df)
     commit_started = time.perf_counter()
     if not incremental:
-        _overwrite_state(spark, cfg, _merge_source(rows_df), upto, applied)
+        _overwrite_state(spark, cfg, _merge_source(rows_df), app_id, upto)
     elif counts["changed"]:
-        _merge_changes(spark, cfg, rows_df, counts["changed"], upto)
+        _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto)
     else:
-        _record_applied_version(spark, cfg, upto)
+        _record_applied_version(spark, cfg, app_id, upto)
     commit_seconds = time.perf_counter() - commit_started
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started, commit_seconds)
 
 
-def _record_applied_version(spark: SparkSession, cfg: KetchConfig, version: int) -> None:
+def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int) -> None:
     """Records ``version`` as applied when no row changed: an empty idempotent append."""
     empty = read_table(spark, cfg, "consent_state").limit(0)
     (
         empty.write.format("delta").mode("append")
-        .option("txnAppId", COMPACT_TXN_APP_ID).option("txnVersion", version)
+        .option("txnAppId", app_id).option("txnVersion", version)
         .save(table_path(cfg, "consent_state"))
     )
 

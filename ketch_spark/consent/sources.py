@@ -5,8 +5,12 @@ Formats (``fmt``):
 * ``json``: JSON lines in DESIGN's raw shape ``{"org_id", "user_id", "ts",
   "purposes": {name: bool, ...}, "source"}``; a record may also carry one choice
   as ``"purpose": name, "granted": bool``.
-* ``csv``: header ``org_id,user_id,ts,purpose,granted,source``, one choice per
-  line; ``granted`` is ``true``/``false`` (or ``1``/``0``).
+* ``csv``: one choice per line; the first line of every file names the columns,
+  in any order: ``org_id``, ``user_id``, ``ts``, ``purpose``, ``granted``
+  (required) and ``source``; columns are taken by name, other columns are
+  ignored and reported (``IngestResult.ignored_columns``); a file whose header
+  lacks a required column stops the ingest before anything is written.
+  ``granted`` is ``true``/``false`` (or ``1``/``0``).
 * ``parquet``: the CSV columns (``ts`` a timestamp or ISO-8601 string,
   ``granted`` a boolean or a CSV-style string) or the JSON shape with a
   ``purposes`` map<string, boolean> column.
@@ -14,6 +18,14 @@ Formats (``fmt``):
   "us_privacy"}`` with at least one of the two strings; see
   :mod:`ketch_spark.consent.tcf` for how they become choices. ``ts`` is needed
   with ``us_privacy`` (the string carries no time).
+
+Ids: ``user_id`` and ``org_id`` are strings, trimmed (the rule everywhere in
+ketch-spark: the filter and the rights engine compare trimmed ids too). A
+number, object or array is quarantined (``invalid_user_id`` /
+``invalid_org_id``), not coerced; an id longer than ``consent.max_id_length``
+(256) is ``id_too_long``. Times: before ``consent.earliest_event_date``
+(2000-01-01) is ``ancient_timestamp``; later than now (UTC, whatever the
+process's ``TZ``) plus ``consent.max_future_skew_seconds`` is ``future_timestamp``.
 
 Counting: the unit is the row. A valid record yields one row per purpose choice
 it carries; a record rejected as a whole (malformed, missing org or user, bad or
@@ -30,14 +42,19 @@ counted and not stored.
 Exactly once: the default ``batch_id`` is ``b-`` + a hash of the format and of
 every input file's path, size and modification time, so re-ingesting unchanged
 files reuses the id. Both writes are Delta idempotent writes (``txnAppId`` =
-``ketch-spark/ingest/<batch_id>``): a rerun after a failure writes only what is
-missing and a repeated batch writes nothing (``already_ingested`` is then true).
+``ketch-spark/ingest/<batch_id>``, ``txnVersion`` = a fingerprint of the
+batch's records): a rerun after a failure writes only what is missing and a
+repeated batch writes nothing (``already_ingested`` is then true). A batch id
+reused for other records is refused with :class:`IngestError` before anything
+is written.
 The events commit carries ``{"batch_id": ...}`` as its user metadata.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -49,7 +66,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark import StorageLevel
 
+from ketch_spark.clock import utc_now, utc_timestamp
 from ketch_spark.config import KetchConfig
+from ketch_spark.connectors.hadoopfs import HadoopFs
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
 from ketch_spark.policy import Policy
@@ -63,6 +82,7 @@ __all__ = [
     "REASONS",
     "EVENT_KEY",
     "delta_txn_version",
+    "delta_txn_versions",
     "delta_version",
     "quarantine_breakdown",
 ]
@@ -75,7 +95,11 @@ REASONS = (
     "malformed_record",
     "missing_org_id",
     "missing_user_id",
+    "invalid_org_id",
+    "invalid_user_id",
+    "id_too_long",
     "invalid_timestamp",
+    "ancient_timestamp",
     "future_timestamp",
     "invalid_tc_string",
     "invalid_us_privacy",
@@ -85,8 +109,11 @@ REASONS = (
 )
 #: Columns that make two events the same event.
 EVENT_KEY = ("org_id", "user_id", "purpose", "event_ts", "granted")
-CSV_COLUMNS = ("org_id", "user_id", "ts", "purpose", "granted", "source")
-_CSV_SCHEMA = ", ".join(f"{c} string" for c in CSV_COLUMNS) + ", _corrupt string"
+CSV_REQUIRED = ("org_id", "user_id", "ts", "purpose", "granted")
+CSV_OPTIONAL = ("source",)
+CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL
+_CSV_HEADER_MAX_BYTES = 64 * 1024
+_ID_COLUMNS = ("org_id", "org_id_type", "user_id", "user_id_type")
 _RAW_CHOICE_TYPE = "array<struct<purpose:string,granted:boolean,choice_ok:boolean,event_ts:timestamp>>"
 _TXN_PREFIX = "ketch-spark/ingest/"
 
@@ -110,7 +137,9 @@ class IngestResult:
         duplicates: Rows equal to an event already stored or seen earlier in the batch.
         reasons: Quarantined rows per reason.
         expectations: Great Expectations outcome on the accepted events (``None`` when skipped).
-        already_ingested: The batch had been written before; nothing was written again.
+        already_ingested: The batch had been written before with the same records;
+            nothing was written again (the counts are those of the batch).
+        ignored_columns: Input columns ketch-spark does not read (CSV header, Parquet).
         ingested_at: Time stamped on every row of the batch.
         seconds: Wall time.
     """
@@ -126,6 +155,7 @@ class IngestResult:
     reasons: dict[str, int] = field(default_factory=dict)
     expectations: dict[str, Any] | None = None
     already_ingested: bool = False
+    ignored_columns: tuple[str, ...] = ()
     ingested_at: dt.datetime | None = None
     seconds: float = 0.0
 
@@ -195,6 +225,13 @@ def delta_txn_version(spark: SparkSession, path: str, app_id: str) -> int | None
     return int(found.get()) if found.isDefined() else None
 
 
+def delta_txn_versions(spark: SparkSession, path: str, prefix: str) -> dict[str, int]:
+    """Every idempotent-write (app id, version) recorded in the Delta table at ``path`` whose app id starts with ``prefix``."""
+    jvm = spark.sparkContext._jvm
+    found = jvm.scala.jdk.javaapi.CollectionConverters.asJava(_delta_snapshot(spark, path).transactions())
+    return {str(app_id): int(found.get(app_id)) for app_id in found.keySet() if str(app_id).startswith(prefix)}
+
+
 def delta_version(spark: SparkSession, path: str) -> int:
     """The current version of the Delta table at ``path``, read from its log."""
     return int(_delta_snapshot(spark, path).version())
@@ -216,17 +253,27 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (F.length(F.trim(col)) == 0)
 
 
-#: Fields every JSON-lines record carries: (column, JSON path, type).
+#: Fields every JSON-lines record carries besides the ids: (column, JSON path, type).
 _RECORD_FIELDS = (
-    ("org_id", "$.org_id", "string"),
-    ("user_id", "$.user_id", "string"),
     ("ts_text", "$.ts", "string"),
     ("source", "$.source", "string"),
 )
+_STRING = "STRING"
+
+
+def _json_id(v: Column, name: str) -> tuple[Column, Column]:
+    """(value, JSON type) of an id field: the value only when the JSON holds a string there.
+
+    A number, object or array is not coerced to text: the type (``BIGINT``,
+    ``OBJECT<...>``, ...) lets the checks quarantine it; JSON null counts as missing.
+    """
+    kind = F.schema_of_variant(F.variant_get(v, f"$.{name}", "variant"))
+    value = F.when(kind == _STRING, F.try_variant_get(v, f"$.{name}", "string"))
+    return value.alias(name), F.when(~kind.isin("NULL", "VOID"), kind).alias(f"{name}_type")
 
 
 def _json_objects(spark: SparkSession, paths: Sequence[str], *fields: tuple[str, str, str]) -> DataFrame:
-    """JSON lines -> raw line, source file, ``is_object``, the shared record fields and ``fields``."""
+    """JSON lines -> raw line, source file, ``is_object``, typed ids, the shared record fields and ``fields``."""
     lines = _text_lines(spark, paths)
     v = F.try_parse_json("value")
     is_object = F.coalesce(F.schema_of_variant(v).startswith("OBJECT"), F.lit(False))
@@ -234,6 +281,8 @@ def _json_objects(spark: SparkSession, paths: Sequence[str], *fields: tuple[str,
         F.col("value").alias("raw"),
         "source_file",
         is_object.alias("is_object"),
+        *_json_id(v, "org_id"),
+        *_json_id(v, "user_id"),
         *[F.try_variant_get(v, path, dtype).alias(name) for name, path, dtype in (*_RECORD_FIELDS, *fields)],
     )
 
@@ -267,7 +316,7 @@ def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     pre_detail = F.when(~F.col("is_object"), F.lit("not a JSON object"))
     no_choice = F.coalesce(F.size(choices), F.lit(0)) == 0
     return parsed.select(
-        "raw", "source_file", "org_id", "user_id", "ts_text", "source",
+        "raw", "source_file", *_ID_COLUMNS, "ts_text", "source",
         pre_reason.alias("pre_reason"), pre_detail.alias("pre_detail"),
         event_ts.alias("record_ts"),
         no_choice.alias("no_choice"),
@@ -288,7 +337,7 @@ def _single_choice_records(df: DataFrame, granted: Column, choice_ok: Column, pr
         F.col("purpose").alias("purpose"), granted.alias("granted"), choice_ok.alias("choice_ok"), event_ts.alias("event_ts")
     )
     return df.select(
-        "raw", "source_file", "org_id", "user_id", "ts_text", "source",
+        "raw", "source_file", *_ID_COLUMNS, "ts_text", "source",
         pre_reason.alias("pre_reason"), pre_detail.alias("pre_detail"),
         event_ts.alias("record_ts"),
         _blank(F.col("purpose")).alias("no_choice"),
@@ -296,22 +345,81 @@ def _single_choice_records(df: DataFrame, granted: Column, choice_ok: Column, pr
     )
 
 
-def _csv_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    lines = _text_lines(spark, paths)
-    header = ",".join(CSV_COLUMNS)
-    lines = lines.where(F.lower(F.regexp_replace("value", r"\s", "")) != header)
+def _csv_header(text: str) -> tuple[str, ...]:
+    """Column names of a CSV header line: unquoted, trimmed, lower-cased (a UTF-8 BOM is dropped)."""
+    row = next(csv.reader([text.lstrip("\ufeff")]), [])
+    return tuple(name.strip().lower() for name in row)
+
+
+def _csv_headers(spark: SparkSession, files: Sequence[str]) -> dict[tuple[str, ...], list[str]]:
+    """Input files grouped by their header (the first non-blank line of each file).
+
+    Raises:
+        SchemaError: A file lacks a required column, names one twice, or has no header line;
+            nothing is ingested then.
+    """
+    fs = HadoopFs(spark)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    problems: list[str] = []
+    for path in files:
+        line = fs.first_line(path, _CSV_HEADER_MAX_BYTES)
+        header = _csv_header(line) if line is not None else ()
+        missing = [c for c in CSV_REQUIRED if c not in header]
+        repeated = sorted({c for c in header if c and header.count(c) > 1})
+        if line is None:
+            problems.append(f"{path}: empty, or no line break within its first {_CSV_HEADER_MAX_BYTES} bytes")
+        elif missing or repeated:
+            found = ",".join(header) or "<nothing>"
+            what = f"lacks {', '.join(missing)}" if missing else f"names {', '.join(repeated)} twice"
+            problems.append(f"{path}: header {what} (found {found})")
+        else:
+            groups.setdefault(header, []).append(path)
+    if problems:
+        raise SchemaError(
+            "CSV consent input rejected, nothing ingested: "
+            + "; ".join(problems[:10])
+            + (f"; and {len(problems) - 10} more file(s)" if len(problems) > 10 else "")
+            + f". The first line of every CSV file must name its columns, in any order: {', '.join(CSV_REQUIRED)}"
+            + f" (optional: {', '.join(CSV_OPTIONAL)})"
+        )
+    return groups
+
+
+def _csv_group_records(spark: SparkSession, header: tuple[str, ...], files: Sequence[str]) -> DataFrame:
+    """Records of CSV files sharing ``header``: columns taken by name, the header lines dropped."""
+    positional = [f"c{i}" for i in range(len(header))]
+    schema = ", ".join(f"{c} string" for c in positional) + ", _corrupt string"
+    lines = _text_lines(spark, files)
+    normalised = F.lower(F.regexp_replace(F.regexp_replace("value", "^\ufeff", ""), r"[\s\"]", ""))
+    lines = lines.where(normalised != ",".join(header))
     options = {"columnNameOfCorruptRecord": "_corrupt", "mode": "PERMISSIVE"}
-    parsed = lines.select(F.col("value").alias("raw"), "source_file", F.from_csv("value", _CSV_SCHEMA, options).alias("r"))
-    parsed = parsed.select("raw", "source_file", "r.*").withColumnRenamed("ts", "ts_text")
+    parsed = lines.select(F.col("value").alias("raw"), "source_file", F.from_csv("value", schema, options).alias("r"))
+    by_name = {name: F.col(f"r.c{header.index(name)}") for name in CSV_COLUMNS if name in header}
+    missing_value = F.lit(None).cast("string")
+    return parsed.select(
+        "raw", "source_file",
+        *[by_name.get(name, missing_value).alias("ts_text" if name == "ts" else name) for name in CSV_COLUMNS],
+        F.lit(_STRING).alias("org_id_type"), F.lit(_STRING).alias("user_id_type"),
+        F.col("r._corrupt").alias("_corrupt"),
+    )
+
+
+def _csv_records(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
+    """Records of CSV files read by header name, and the header columns ignored (sorted)."""
+    groups = _csv_headers(spark, paths)
+    ignored = sorted({c for header in groups for c in header if c not in CSV_COLUMNS})
+    parts = [_csv_group_records(spark, header, files) for header, files in groups.items()]
+    parsed = functools.reduce(DataFrame.unionByName, parts)
     granted, choice_ok = _choice_from_text(F.col("granted"))
     malformed = F.col("_corrupt").isNotNull()
-    return _single_choice_records(
+    records = _single_choice_records(
         parsed,
         granted,
         choice_ok,
         F.when(malformed, F.lit("malformed_record")),
-        F.when(malformed, F.lit("not 6 comma-separated fields")),
+        F.when(malformed, F.lit("fields do not match the header (count or quoting)")),
     )
+    return records, ignored
 
 
 def _require_columns(df: DataFrame, needed: Iterable[str], what: str) -> None:
@@ -337,8 +445,7 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         )
         return base.select(
             "raw", "source_file",
-            F.col("org_id").cast("string").alias("org_id"),
-            F.col("user_id").cast("string").alias("user_id"),
+            *_parquet_ids(dtypes),
             F.col("ts").cast("string").alias("ts_text"),
             (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
             F.lit(None).cast("string").alias("pre_reason"),
@@ -354,13 +461,22 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         granted, choice_ok = _choice_from_text(F.col("granted").cast("string"))
     selected = base.select(
         "raw", "source_file", "granted",
-        F.col("org_id").cast("string").alias("org_id"),
-        F.col("user_id").cast("string").alias("user_id"),
+        *_parquet_ids(dtypes),
         F.col("ts").cast("string").alias("ts_text"),
         F.col("purpose").cast("string").alias("purpose"),
         (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
     )
     return _single_choice_records(selected, granted, choice_ok, F.lit(None).cast("string"), F.lit(None).cast("string"))
+
+
+def _parquet_ids(dtypes: dict[str, str]) -> list[Column]:
+    """The id columns of a Parquet input: kept when they are strings, else only their type (to quarantine)."""
+    columns = []
+    for name in ("org_id", "user_id"):
+        is_string = dtypes[name] == "string"
+        columns.append((F.col(name) if is_string else F.lit(None).cast("string")).alias(name))
+        columns.append(F.when(F.col(name).isNotNull(), F.lit(_STRING if is_string else dtypes[name].upper())).alias(f"{name}_type"))
+    return columns
 
 
 def _ts_from_any(col: Column, dtype: str) -> Column:
@@ -399,7 +515,7 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
     # the record's own time stands in for checks; TC choices carry LastUpdated
     check_ts = F.greatest(record_ts, F.col("tc.last_updated"))
     return parsed.select(
-        "raw", "source_file", "org_id", "user_id",
+        "raw", "source_file", *_ID_COLUMNS,
         F.when(_blank(F.col("ts_text")), F.date_format(F.col("tc.last_updated"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"))
         .otherwise(F.col("ts_text")).alias("ts_text"),
         "source",
@@ -410,39 +526,87 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
     )
 
 
-def _records(spark: SparkSession, policy: Policy, fmt: str, paths: Sequence[str]) -> DataFrame:
+def _records(spark: SparkSession, policy: Policy, fmt: str, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
+    """The input's records, and the input columns ignored (CSV header or Parquet columns ketch-spark does not read)."""
     if fmt == "json":
-        return _json_records(spark, paths)
+        return _json_records(spark, paths), []
     if fmt == "csv":
         return _csv_records(spark, paths)
     if fmt == "parquet":
-        return _parquet_records(spark, paths)
-    return _tcf_records(spark, paths, policy)
+        records = _parquet_records(spark, paths)
+        read = {*CSV_COLUMNS, "purposes"}
+        return records, sorted(c for c in spark.read.parquet(*paths).columns if c not in read)
+    return _tcf_records(spark, paths, policy), []
 
 
 # ---------------------------------------------------------------- common checks
 
 
-def _record_reason(max_ts: dt.datetime) -> tuple[Column, Column]:
+@dataclass(frozen=True)
+class _Limits:
+    """What a valid record stays within: event times (naive UTC) and id length."""
+
+    earliest: dt.datetime
+    latest: dt.datetime
+    max_id_length: int
+
+    def earliest_ts(self) -> Column:
+        return utc_timestamp(self.earliest)
+
+    def latest_ts(self) -> Column:
+        return utc_timestamp(self.latest)
+
+
+def _id_checks(name: str, max_length: int) -> list[tuple[Column, str, Column]]:
+    """(condition, reason, detail) of the checks of one id column, in order."""
+    value, kind = F.col(name), F.col(f"{name}_type")
+    not_text = kind.isNotNull() & (kind != _STRING)
+    return [
+        (not_text, f"invalid_{name}", F.concat(F.lit(f"{name} is "), F.lower(kind), F.lit(", not a string"))),
+        (_blank(value), f"missing_{name}", F.lit(f"{name} is missing or empty")),
+        (
+            F.length(F.trim(value)) > max_length,
+            "id_too_long",
+            F.concat(F.lit(f"{name} has "), F.length(F.trim(value)).cast("string"), F.lit(f" characters; at most {max_length}")),
+        ),
+    ]
+
+
+def _record_reason(limits: _Limits) -> tuple[Column, Column]:
     """(reason, detail) of a record rejected as a whole, null for a good one."""
-    org, user, ts_text, record_ts = F.col("org_id"), F.col("user_id"), F.col("ts_text"), F.col("record_ts")
-    limit = F.lit(max_ts)
-    reason = (
-        F.when(F.col("pre_reason").isNotNull(), F.col("pre_reason"))
-        .when(_blank(org), F.lit("missing_org_id"))
-        .when(_blank(user), F.lit("missing_user_id"))
-        .when(_blank(ts_text) | record_ts.isNull(), F.lit("invalid_timestamp"))
-        .when(record_ts > limit, F.lit("future_timestamp"))
-        .when(F.col("no_choice"), F.lit("malformed_record"))
-    )
-    detail = (
-        F.when(F.col("pre_reason").isNotNull(), F.col("pre_detail"))
-        .when(_blank(org), F.lit("org_id is missing or empty"))
-        .when(_blank(user), F.lit("user_id is missing or empty"))
-        .when(_blank(ts_text) | record_ts.isNull(), F.concat(F.lit("unparsable ts: "), F.coalesce(ts_text, F.lit("<missing>"))))
-        .when(record_ts > limit, F.concat(F.lit("ts later than "), F.lit(max_ts.isoformat()), F.lit(": "), ts_text))
-        .when(F.col("no_choice"), F.lit("the record carries no purpose choice"))
-    )
+    ts_text, record_ts = F.col("ts_text"), F.col("record_ts")
+    checks = [
+        (F.col("pre_reason").isNotNull(), F.col("pre_reason"), F.col("pre_detail")),
+        *_id_checks("org_id", limits.max_id_length),
+        *_id_checks("user_id", limits.max_id_length),
+        (
+            _blank(ts_text) | record_ts.isNull(),
+            "invalid_timestamp",
+            F.concat(F.lit("unparsable ts: "), F.coalesce(ts_text, F.lit("<missing>"))),
+        ),
+        (
+            record_ts < limits.earliest_ts(),
+            "ancient_timestamp",
+            F.concat(F.lit(f"ts earlier than {limits.earliest.date().isoformat()}: "), ts_text),
+        ),
+        (
+            record_ts > limits.latest_ts(),
+            "future_timestamp",
+            F.concat(F.lit(f"ts later than {limits.latest.isoformat()}Z: "), ts_text),
+        ),
+        (F.col("no_choice"), "malformed_record", F.lit("the record carries no purpose choice")),
+    ]
+    return _first_match(checks)
+
+
+def _first_match(checks: Sequence[tuple[Column, Any, Any]]) -> tuple[Column, Column]:
+    """(reason, detail) of the first check whose condition holds; null when none does."""
+    reason: Any = F
+    detail: Any = F
+    for condition, why, what in checks:
+        why = F.lit(why) if isinstance(why, str) else why
+        what = F.lit(what) if isinstance(what, str) else what
+        reason, detail = reason.when(condition, why), detail.when(condition, what)
     return reason, detail
 
 
@@ -453,13 +617,13 @@ def _purpose_lookup(policy: Policy) -> tuple[Column, Column]:
     return bits, retired
 
 
-def classify_rows(records_df: DataFrame, policy: Policy, max_ts: dt.datetime) -> DataFrame:
+def classify_rows(records_df: DataFrame, policy: Policy, limits: _Limits) -> DataFrame:
     """One row per choice (or per record rejected as a whole), with ``reason`` null when valid.
 
     Columns: raw, source_file, org_id, user_id, source, purpose, purpose_bit,
     granted, event_ts, reason, detail.
     """
-    record_reason, record_detail = _record_reason(max_ts)
+    record_reason, record_detail = _record_reason(limits)
     staged = records_df.select("*", record_reason.alias("r_reason"), record_detail.alias("r_detail"))
     lone = F.array(F.lit(None).cast(_RAW_CHOICE_TYPE.removeprefix("array<").removesuffix(">")))
     exploded = staged.select(
@@ -472,20 +636,18 @@ def classify_rows(records_df: DataFrame, policy: Policy, max_ts: dt.datetime) ->
     purpose = F.trim(F.col("c.purpose"))
     bit = F.try_element_at(bits, purpose)
     is_retired = F.coalesce(F.try_element_at(retired, purpose), F.lit(False))
-    reason = (
-        F.when(F.col("r_reason").isNotNull(), F.col("r_reason"))
-        .when(bit.isNull(), F.lit("unknown_purpose"))
-        .when(is_retired, F.lit("retired_purpose"))
-        .when(~F.col("c.choice_ok") | F.col("c.granted").isNull(), F.lit("invalid_choice"))
-        .when(F.col("c.event_ts") > F.lit(max_ts), F.lit("future_timestamp"))
-    )
-    detail = (
-        F.when(F.col("r_reason").isNotNull(), F.col("r_detail"))
-        .when(bit.isNull(), F.concat(F.lit("purpose not in the policy: "), F.coalesce(purpose, F.lit("<missing>"))))
-        .when(is_retired, F.concat(F.lit("purpose is retired: "), purpose))
-        .when(~F.col("c.choice_ok") | F.col("c.granted").isNull(), F.concat(F.lit("choice for "), purpose, F.lit(" is not a boolean")))
-        .when(F.col("c.event_ts") > F.lit(max_ts), F.lit("choice time in the future"))
-    )
+    reason, detail = _first_match([
+        (F.col("r_reason").isNotNull(), F.col("r_reason"), F.col("r_detail")),
+        (bit.isNull(), "unknown_purpose", F.concat(F.lit("purpose not in the policy: "), F.coalesce(purpose, F.lit("<missing>")))),
+        (is_retired, "retired_purpose", F.concat(F.lit("purpose is retired: "), purpose)),
+        (
+            ~F.col("c.choice_ok") | F.col("c.granted").isNull(),
+            "invalid_choice",
+            F.concat(F.lit("choice for "), purpose, F.lit(" is not a boolean")),
+        ),
+        (F.col("c.event_ts") < limits.earliest_ts(), "ancient_timestamp", "choice time earlier than the earliest valid date"),
+        (F.col("c.event_ts") > limits.latest_ts(), "future_timestamp", "choice time in the future"),
+    ])
     return exploded.select(
         "raw", "source_file",
         F.trim("org_id").alias("org_id"),
@@ -508,14 +670,15 @@ def classify_rows(records_df: DataFrame, policy: Policy, max_ts: dt.datetime) ->
 def _existing_keys(spark: SparkSession, cfg: KetchConfig, dates: list[dt.date], batch_id: str) -> DataFrame:
     """Keys of stored events on ``dates`` (partition pruning), other batches only."""
     events = read_table(spark, cfg, "consent_events")
-    return events.where(F.col("event_date").isin(dates) & (F.col("batch_id") != batch_id)).select(*EVENT_KEY).distinct()
+    days = [F.lit(d.isoformat()).cast("date") for d in dates]  # a date literal from Python fails before year 1000
+    return events.where(F.col("event_date").isin(days) & (F.col("batch_id") != batch_id)).select(*EVENT_KEY).distinct()
 
 
 def _event_rows(valid_df: DataFrame, batch_id: str, ingested_at: dt.datetime) -> DataFrame:
     return valid_df.select(
         "org_id", "user_id", "purpose", "purpose_bit", "granted", "event_ts", "source",
         F.lit(batch_id).alias("batch_id"),
-        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+        utc_timestamp(ingested_at).alias("ingested_at"),
         F.to_date("event_ts").alias("event_date"),
     )
 
@@ -524,16 +687,17 @@ def _quarantine_rows(rejected_df: DataFrame, batch_id: str, ingested_at: dt.date
     return rejected_df.select(
         "raw", "reason", "detail", "source_file",
         F.lit(batch_id).alias("batch_id"),
-        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+        utc_timestamp(ingested_at).alias("ingested_at"),
     )
 
 
-def _idempotent_append(df: DataFrame, path: str, batch_id: str) -> None:
+def _idempotent_append(df: DataFrame, path: str, batch_id: str, content: int = 0) -> None:
+    """Appends ``df`` once per ``batch_id``; the transaction's version records the batch's ``content`` fingerprint."""
     (
         df.write.format("delta")
         .mode("append")
         .option("txnAppId", f"{_TXN_PREFIX}{batch_id}")
-        .option("txnVersion", 0)
+        .option("txnVersion", content)
         .option("userMetadata", json.dumps({"batch_id": batch_id}))
         .save(path)
     )
@@ -582,18 +746,28 @@ def ingest_consent(
     files = _list_input_files(spark, paths)
     batch_id = batch_id or default_batch_id(fmt, files)
     policy = cfg.policy()
-    ingested_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    max_ts = ingested_at + dt.timedelta(seconds=cfg.consent.max_future_skew_seconds)
+    ingested_at = utc_now().replace(microsecond=0)
+    limits = _Limits(
+        earliest=dt.datetime.combine(cfg.consent.earliest_event_date, dt.time()),
+        latest=ingested_at + dt.timedelta(seconds=cfg.consent.max_future_skew_seconds),
+        max_id_length=cfg.consent.max_id_length,
+    )
+    max_ts = limits.latest
     for name in ("consent_events", "consent_quarantine"):
         ensure_table(spark, cfg, name)
     events_path = table_path(cfg, "consent_events")
-    app_id = f"{_TXN_PREFIX}{batch_id}"
-    already = delta_txn_version(spark, events_path, app_id) is not None
+    stored_content = delta_txn_version(spark, events_path, f"{_TXN_PREFIX}{batch_id}")
+    already = stored_content is not None
 
-    records_df = _records(spark, policy, fmt, [f for f, _, _ in files])
-    rows_df = classify_rows(records_df, policy, max_ts).persist(StorageLevel.MEMORY_AND_DISK)
+    records_df, ignored_columns = _records(spark, policy, fmt, [f for f, _, _ in files])
+    if ignored_columns:
+        logger.info("batch %s: input column(s) not read by ketch-spark: %s", batch_id, ", ".join(ignored_columns))
+    rows_df = classify_rows(records_df, policy, limits).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        n_records, reasons, dates = _batch_counts(rows_df)
+        n_records, reasons, dates, content = _batch_counts(rows_df, fmt)
+        if already:
+            _check_same_content(batch_id, stored_content, content)
+            content = stored_content
         valid_df = rows_df.where(F.col("reason").isNull() & ~F.col("no_row"))
         n_valid = reasons.pop("__valid__", 0)
         new_df = valid_df.dropDuplicates(list(EVENT_KEY))
@@ -606,11 +780,12 @@ def ingest_consent(
             from ketch_spark.quality import validate_consent_events
 
             expectations = validate_consent_events(events_df, policy, max_ts=max_ts)
-        _idempotent_append(events_df, events_path, batch_id)
+        _idempotent_append(events_df, events_path, batch_id, content)
         _idempotent_append(
             _quarantine_rows(rows_df.where(F.col("reason").isNotNull() & ~F.col("no_row")), batch_id, ingested_at),
             table_path(cfg, "consent_quarantine"),
             batch_id,
+            content,
         )
         events_df.unpersist()
     finally:
@@ -628,6 +803,7 @@ def ingest_consent(
         reasons=reasons,
         expectations=expectations,
         already_ingested=already,
+        ignored_columns=tuple(ignored_columns),
         ingested_at=ingested_at,
         seconds=time.perf_counter() - started,
     )
@@ -635,22 +811,41 @@ def ingest_consent(
     return result
 
 
-def _batch_counts(rows_df: DataFrame) -> tuple[int, dict[str, int], list[dt.date]]:
-    """In one job: records read, rows per reason (valid rows under ``__valid__``), dates of valid rows."""
+def _batch_counts(rows_df: DataFrame, fmt: str) -> tuple[int, dict[str, int], list[dt.date], int]:
+    """In one job: records read, rows per reason (valid rows under ``__valid__``), dates of valid rows, content fingerprint."""
     group = F.when(F.col("no_row"), F.lit("__no_row__")).otherwise(F.coalesce("reason", F.lit("__valid__")))
+    first_of_record = F.col("choice_index") == 0
     counted = (
         rows_df.groupBy(group.alias("r"))
         .agg(
             F.count(F.lit(1)).alias("rows"),
-            F.sum((F.col("choice_index") == 0).cast("long")).alias("records"),
+            F.sum(first_of_record.cast("long")).alias("records"),
             F.collect_set(F.to_date("event_ts")).alias("dates"),
+            F.sum(F.when(first_of_record, F.xxhash64("raw").cast("decimal(20,0)"))).alias("content"),
         )
         .collect()
     )
     records = sum(int(row["records"]) for row in counted)
     reasons = {row["r"]: int(row["rows"]) for row in counted if row["r"] != "__no_row__"}
     dates = sorted({d for row in counted if row["r"] == "__valid__" for d in row["dates"]})
-    return records, reasons, dates
+    content = sum(int(row["content"] or 0) for row in counted)
+    return records, reasons, dates, _fingerprint(fmt, records, content)
+
+
+def _fingerprint(fmt: str, records: int, content: int) -> int:
+    """A positive 63-bit fingerprint of a batch's records (order-free), recorded as its Delta transaction version."""
+    digest = hashlib.sha256(f"{fmt}|{records}|{content}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1 or 1
+
+
+def _check_same_content(batch_id: str, stored: int, content: int) -> None:
+    """Raises when ``batch_id`` was ingested before with other records (0: recorded before fingerprints, not checked)."""
+    if stored not in (0, content):
+        raise IngestError(
+            f"batch id {batch_id!r} was already ingested with different records; nothing was written. "
+            "A batch id names one set of records: ingest these under a new batch id "
+            "(--batch-id, or leave it out to derive one from the input files)"
+        )
 
 
 def quarantine_breakdown(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None) -> DataFrame:

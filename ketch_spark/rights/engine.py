@@ -211,18 +211,16 @@ def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> N
     identities_df = _identities_df(run.spark, batch)
     ids = [r.request_id for r in batch]
     started, clock = utc_now(), time.perf_counter()
-    by_request: dict[str, int] | None = None
     try:
-        by_request = _rows_by_request(connector, asset, identities_df) if len(batch) > 1 else None
         counts: EraseCounts = connector.erase(asset, identities_df, mode)
     except Exception as exc:  # noqa: BLE001 - one asset's failure is recorded; the others go on
         error = run.error_text(exc)
         logger.warning("erasure of %s failed: %s", asset.asset_id, error)
         partial = exc.counts if isinstance(exc, PartialErasureError) else EraseCounts()
-        run.record(_erase_row(run, asset, ids, mode, partial, by_request, FAILED, started, clock, error))
+        run.record(_erase_row(run, asset, ids, mode, partial, partial.rows_by_request, FAILED, started, clock, error))
         run.fail(batch, asset, _ERASE, error)
         return
-    erased = _erase_row(run, asset, ids, mode, counts, by_request, OK, started, clock)
+    erased = _erase_row(run, asset, ids, mode, counts, counts.rows_by_request, OK, started, clock)
     run.record(erased, _verify_row(run, connector, asset, batch, identities_df, mode, counts))
 
 
