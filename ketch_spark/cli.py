@@ -35,6 +35,8 @@ def _consent_ingest(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict: 
     from ketch_spark.consent.sources import ingest_consent
 
     result = ingest_consent(spark, cfg, args.input, fmt=args.format, batch_id=args.batch_id)
+    for message in (result.expectations or {}).get("messages", []):
+        print(f"ketch-spark consent ingest: expectation failed: {message}", file=sys.stderr)
     return result.summary()
 
 
@@ -185,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_library_chatter(record: logging.LogRecord) -> bool:
+    """The command's log shows Great Expectations' warnings, not its INFO lines (its loggers stay untouched)."""
+    return not (record.name.startswith("great_expectations") and record.levelno < logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the process exit code (0 ok, 1 failed, 2 usage)."""
     args = build_parser().parse_args(argv)
@@ -192,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_library_chatter)
     command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
     started = time.perf_counter()
     try:

@@ -50,11 +50,14 @@ class ConsentSettings:
             so such a time is a bug upstream (an epoch zero, a two-digit year).
         max_id_length: Longest accepted ``user_id`` / ``org_id`` in characters
             (after trimming); a longer one is quarantined as ``id_too_long``.
+        max_quarantined_share: The batch's expectations fail for a source
+            (api, js_tag, ...) whose share of quarantined rows is above it.
     """
 
     max_future_skew_seconds: int = 300
     earliest_event_date: dt.date = dt.date(2000, 1, 1)
     max_id_length: int = 256
+    max_quarantined_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,14 @@ def _expect(value: Any, kind: type | tuple[type, ...], source: str | None, key: 
     return value
 
 
+def _share_setting(raw: Mapping[str, Any], key: str, default: float, source: str | None, section: str) -> float:
+    """A share between 0 and 1."""
+    value = _expect(raw.get(key, default), (int, float), source, f"{section}.{key}", "a share between 0 and 1")
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{_where(source, f'{section}.{key}')}: expected a share between 0 and 1, found {value}")
+    return float(value)
+
+
 def _date_setting(raw: Mapping[str, Any], key: str, default: dt.date, source: str | None, section: str) -> dt.date:
     """A calendar day given as ``YYYY-MM-DD`` (YAML reads an unquoted one as a date already)."""
     value = raw.get(key, default)
@@ -358,7 +369,8 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
     for key, value in spark_raw.items():
         _expect(value, (str, int, float, bool), source, f"spark.{key}", "a scalar Spark setting")
         spark[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
-    consent_raw = _section(data, "consent", source, ("max_future_skew_seconds", "earliest_event_date", "max_id_length"))
+    consent_raw = _section(data, "consent", source, ("max_future_skew_seconds", "earliest_event_date", "max_id_length",
+                                                          "max_quarantined_share"))
     filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries"))
     return KetchConfig(
         warehouse=warehouse,
@@ -369,6 +381,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
             max_future_skew_seconds=_int_setting(consent_raw, "max_future_skew_seconds", 300, source, "consent"),
             earliest_event_date=_date_setting(consent_raw, "earliest_event_date", dt.date(2000, 1, 1), source, "consent"),
             max_id_length=_int_setting(consent_raw, "max_id_length", 256, source, "consent"),
+            max_quarantined_share=_share_setting(consent_raw, "max_quarantined_share", 0.05, source, "consent"),
         ),
         filter=FilterSettings(
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),

@@ -83,7 +83,10 @@ def test_json_reasons_counts_duplicates_and_reingest(spark, env):
     assert first.reasons == EXPECTED_JSON_REASONS
     assert (first.accepted, first.duplicates) == (4, 1)
     assert first.batch_id.startswith("b-") and not first.already_ingested
-    assert first.expectations["success"] is True and first.expectations["rows_validated"] == 4
+    assert first.expectations["rows_validated"] == 4
+    # the events are sound; the record-less lines make the "<no source>" share fail
+    assert [f.split(".")[0] for f in first.expectations["failed"]] == ["consent_sources"]
+    assert first.expectations["quarantined_share_by_source"]["api"] == 0.0
     json.dumps(first.summary())
 
     expected = spark.createDataFrame(
@@ -192,7 +195,7 @@ def test_tcf_records(spark, env, policy):
     ]
     result = ingest_consent(spark, cfg, _write(root / "raw" / "tcf" / "signals.jsonl", lines), fmt="tcf", validate=True)
     assert result.reasons == {"invalid_tc_string": 2, "invalid_us_privacy": 1, "invalid_timestamp": 1, "malformed_record": 1}
-    assert result.expectations["success"] is True
+    assert not [f for f in result.expectations["failed"] if not f.startswith("consent_sources.")]
     got = {
         (r["user_id"], r["purpose"]): (r["granted"], r["event_ts"])
         for r in _events(spark, cfg, result.batch_id).collect()
@@ -428,3 +431,27 @@ def test_ids_are_trimmed_at_ingest(spark, fresh):
     result = ingest_consent(spark, cfg, _write(root / "trim.jsonl", lines), fmt="json", batch_id="trim", validate=False)
     assert result.accepted == 1
     assert [(r["org_id"], r["user_id"]) for r in _events(spark, cfg, "trim").collect()] == [(ORG, "x")]
+
+
+def test_batch_expectations_report_quarantine_share_per_source_in_plain_words(spark, fresh):
+    root, cfg = fresh
+    good = [
+        _line(org_id=ORG, user_id=f"q-{i}", ts="2026-11-20T10:00:00Z", purposes={"analytics": True}, source="js_tag")
+        for i in range(9)
+    ]
+    bad = _line(org_id=ORG, user_id="q-bad", ts="2026-11-20T10:00:00Z", purposes={"telepathy": True}, source="js_tag")
+    api = [_line(org_id="org-2", user_id="a-1", ts="2026-11-21T10:00:00Z", purposes={"analytics": False}, source="api")]
+    result = ingest_consent(spark, cfg, _write(root / "q.jsonl", [*good, bad, *api]), fmt="json", batch_id="q")
+    report = result.expectations
+    assert report["success"] is False
+    assert report["failed"] == ["consent_sources.expect_column_values_to_be_between(quarantined_share)"]
+    assert report["messages"] == [
+        "10.0% of the rows from source 'js_tag' were quarantined (1 of 10; limit 5%); reasons: unknown_purpose 1"
+    ]
+    assert report["quarantined_share_by_source"] == {"api": 0.0, "js_tag": 0.1}
+    assert report["quarantined_by_source_and_reason"] == [{"source": "js_tag", "reason": "unknown_purpose", "rows": 1}]
+    assert report["org_days"] == 2 and report["suites"] == ["consent_sources", "consent_org_days", "consent_events"]
+
+    lenient = dataclasses.replace(cfg, consent=dataclasses.replace(cfg.consent, max_quarantined_share=0.2))
+    again = ingest_consent(spark, lenient, _write(root / "q2.jsonl", [*good, bad]), fmt="json", batch_id="q2")
+    assert again.expectations["success"] is True and again.expectations["messages"] == []

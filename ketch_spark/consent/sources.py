@@ -730,7 +730,7 @@ def ingest_consent(
         inputs: Files, folders or globs; local paths or ``s3a://`` URIs.
         fmt: ``json``, ``csv``, ``parquet`` or ``tcf`` (see the module docstring).
         batch_id: Id of this batch; default derived from the input files.
-        validate: Run the Great Expectations suite on the accepted events.
+        validate: Run the Great Expectations suites on the batch (see :mod:`ketch_spark.quality`).
 
     Returns:
         The counts; ``read == accepted + quarantined + duplicates``.
@@ -752,7 +752,6 @@ def ingest_consent(
         latest=ingested_at + dt.timedelta(seconds=cfg.consent.max_future_skew_seconds),
         max_id_length=cfg.consent.max_id_length,
     )
-    max_ts = limits.latest
     for name in ("consent_events", "consent_quarantine"):
         ensure_table(spark, cfg, name)
     events_path = table_path(cfg, "consent_events")
@@ -777,9 +776,10 @@ def ingest_consent(
         n_new = events_df.count()
         expectations = None
         if validate:
-            from ketch_spark.quality import validate_consent_events
+            from ketch_spark.quality import QualityLimits, validate_consent_batch
 
-            expectations = validate_consent_events(events_df, policy, max_ts=max_ts)
+            quality = QualityLimits(limits.earliest, limits.latest, cfg.consent.max_quarantined_share)
+            expectations = validate_consent_batch(rows_df, events_df, policy, quality)
         _idempotent_append(events_df, events_path, batch_id, content)
         _idempotent_append(
             _quarantine_rows(rows_df.where(F.col("reason").isNotNull() & ~F.col("no_row")), batch_id, ingested_at),
