@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -14,7 +15,7 @@ from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
 from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
 
-__all__ = ["spark_session", "delta_settings", "s3a_settings"]
+__all__ = ["spark_session", "delta_settings", "s3a_settings", "is_connect_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,20 @@ _S3A_KEYS = {
     "path_style_access": "fs.s3a.path.style.access",
     "ssl_enabled": "fs.s3a.connection.ssl.enabled",
 }
+
+
+def is_connect_session(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session (its JVM, and py4j, live elsewhere).
+
+    Code that reaches into the JVM (``spark.sparkContext``, ``_jvm``, ``_jsparkSession``)
+    must not run on such a session. The check imports nothing: a process that never
+    made a Connect session has not loaded pyspark's Connect client either.
+    """
+    if "pyspark.sql.connect.session" not in sys.modules:
+        return False
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    return isinstance(spark, ConnectSession)
 
 
 def delta_settings() -> dict[str, str]:

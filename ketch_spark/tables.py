@@ -7,14 +7,19 @@ declared once, here.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from py4j.protocol import Py4JError
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ketch_spark.config import KetchConfig
 from ketch_spark.errors import KetchError, TableNotFoundError
+from ketch_spark.session import is_connect_session
 
 __all__ = [
     "TableSpec",
@@ -27,7 +32,13 @@ __all__ = [
     "read_table",
     "delta_table",
     "table_version",
+    "TableVersion",
+    "delta_table_version",
+    "current_version",
+    "delta_history",
 ]
+
+logger = logging.getLogger(__name__)
 
 _BITMAP = T.ArrayType(T.LongType(), containsNull=False)
 
@@ -283,5 +294,114 @@ def delta_table(spark: SparkSession, cfg: KetchConfig, name: str):  # noqa: ANN2
 
 
 def table_version(spark: SparkSession, cfg: KetchConfig, name: str) -> int:
-    """Current Delta version of table ``name``."""
-    return delta_table(spark, cfg, name).history(1).select("version").head()[0]
+    """Current Delta version of table ``name`` (see :func:`current_version`).
+
+    Raises:
+        TableNotFoundError: The table does not exist.
+    """
+    return current_version(spark, cfg, name).version
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One committed version of a Delta table, named so that it cannot be taken for another.
+
+    A version number alone repeats: delete a table and create it again at the same
+    path, and its versions restart at 0. The table id (``metaData.id``, a UUID
+    Delta writes when the table is created) does not, nor, in practice, does the
+    commit's time; anything keyed by a committed version (a kept key set, a
+    remembered count) is keyed by the whole value.
+
+    Attributes:
+        location: Path of the table, as given.
+        table_id: Delta table id.
+        version: Version number.
+        committed_ms: Commit time of that version, milliseconds since the epoch
+            (the time ``DESCRIBE HISTORY`` shows).
+    """
+
+    location: str
+    table_id: str
+    version: int
+    committed_ms: int
+
+
+def _sql_name(path: str) -> str:
+    """The path as a Delta SQL table name: ``delta.`path```."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def _missing_table(error: AnalysisException) -> bool:
+    return (error.getCondition() or "") in ("DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND", "PATH_NOT_FOUND")
+
+
+def _version_from_log(spark: SparkSession, path: str) -> TableVersion:
+    """The latest version from the Delta log in this process's JVM: no Spark job (classic sessions only)."""
+    jvm = spark.sparkContext._jvm
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    snapshot = log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    if snapshot.version() < 0:
+        raise TableNotFoundError(f"no Delta table at {path}")
+    return TableVersion(path, str(snapshot.metadata().id()), int(snapshot.version()), int(snapshot.timestamp()))
+
+
+def _version_from_sql(spark: SparkSession, path: str) -> TableVersion:
+    """The latest version through SQL (``DESCRIBE DETAIL`` and ``DESCRIBE HISTORY``): works over Spark Connect."""
+    try:
+        detail = spark.sql(f"DESCRIBE DETAIL {_sql_name(path)}").select("id").head()
+        latest = delta_history(spark, path, limit=1).head()
+    except AnalysisException as error:
+        if _missing_table(error):
+            raise TableNotFoundError(f"no Delta table at {path}") from None
+        raise
+    return TableVersion(path, str(detail["id"]), int(latest["version"]), int(latest["committed_ms"]))
+
+
+def delta_table_version(spark: SparkSession, path: str) -> TableVersion:
+    """The current version of the Delta table at ``path``, with the table's id and commit time.
+
+    On a classic session it is read from the Delta log in the driver (no Spark
+    job, ~10 ms); over Spark Connect, or where that log API is missing, from
+    ``DESCRIBE DETAIL`` and ``DESCRIBE HISTORY`` (two commands, a few hundred ms).
+
+    Raises:
+        TableNotFoundError: No Delta table at ``path``.
+    """
+    if not is_connect_session(spark):
+        try:
+            return _version_from_log(spark, path)
+        except Py4JError:
+            logger.debug("DeltaLog unavailable; reading the version of %s through SQL", path)
+    return _version_from_sql(spark, path)
+
+
+def current_version(spark: SparkSession, cfg: KetchConfig, name: str) -> TableVersion:
+    """The current version of table ``name`` (see :func:`delta_table_version`).
+
+    Raises:
+        TableNotFoundError: The table does not exist; the message names the command that creates it.
+    """
+    path = table_path(cfg, name)
+    try:
+        return delta_table_version(spark, path)
+    except TableNotFoundError:
+        raise TableNotFoundError(
+            f"table {name} does not exist at {path}; create it with `{table_spec(name).created_by}`"
+        ) from None
+
+
+def delta_history(spark: SparkSession, path: str, limit: int | None = None) -> DataFrame:
+    """The commits of the Delta table at ``path``, newest first: ``version``, ``timestamp``, ``committed_ms``.
+
+    ``DESCRIBE HISTORY`` through SQL, so it works over Spark Connect too; ``limit``
+    reads only that many of the latest commits.
+
+    Raises:
+        AnalysisException: No Delta table at ``path`` (when the command runs).
+    """
+    suffix = "" if limit is None else f" LIMIT {int(limit)}"
+    history_df = spark.sql(f"DESCRIBE HISTORY {_sql_name(path)}{suffix}")
+    return history_df.select("version", "timestamp", F.unix_millis("timestamp").alias("committed_ms"))

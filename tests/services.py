@@ -11,6 +11,11 @@ do not need a service do not pay for it.
 * moto's server mode (``ThreadedMotoServer``) on 127.0.0.1 for S3 and DynamoDB,
   reached over HTTP by boto3 and by Spark's s3a, which is configured on the live
   SparkSession through its Hadoop configuration.
+* A Spark Connect server (``SparkConnectServer``, shipped in pyspark's jars) on
+  127.0.0.1, started with the venv's ``spark-submit`` and Delta's jars and
+  settings, for clients made with ``SparkSession.builder.remote(url)``. Such a
+  client cannot share a Python process with the run's classic session, so its
+  tests run in a child process (see tests/test_filter_connect.py).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import os
 import pwd
 import shutil
 import socket
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +51,8 @@ __all__ = [
     "services_cfg",
     "SeededStores",
     "seeded_stores",
+    "SparkConnectServer",
+    "spark_connect_server",
 ]
 
 PG_SUPERUSER = "postgres"
@@ -197,14 +206,18 @@ class MotoServer:
                 s3.upload_file(str(path), bucket, key)
 
 
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+def _wait_for_port(port: int, timeout: float = 20.0, what: str = "moto server",
+                   process: subprocess.Popen | None = None) -> None:
+    """Waits until something listens on ``port``; stops early when ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before listening on port {port}")
         time.sleep(0.1)
-    raise RuntimeError(f"moto server did not listen on port {port}")
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")
@@ -452,3 +465,102 @@ def seeded_stores(spark, postgres_server: PostgresServer, moto_server: MotoServe
         "s3": _aws_credentials(moto_server, "endpoint"),
     }
     return SeededStores(lake, bad, f"s3a://{LAKE_BUCKET}/lake", postgres_server, moto_server, connectors)
+
+
+# ----------------------------------------------------------------------------- Spark Connect
+
+SPARK_CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+@dataclass(frozen=True)
+class SparkConnectServer:
+    """A Spark Connect server on loopback.
+
+    Attributes:
+        url: ``sc://127.0.0.1:<port>``, for ``SparkSession.builder.remote(url)``.
+        log: The server's output (spark-submit and the driver's log).
+    """
+
+    url: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's output."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _spark_connect_command(port: int, jars: list[str], warehouse: Path) -> list[str]:
+    """``spark-submit`` of the server with Delta's jars and settings, sized like the test session."""
+    import pyspark
+
+    from ketch_spark.session import delta_settings
+
+    spark_home = Path(pyspark.__file__).resolve().parent
+    settings = {
+        **delta_settings(),
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.driver.memory": "1g",
+    }
+    command = [str(spark_home / "bin" / "spark-submit"), "--class", SPARK_CONNECT_SERVER_CLASS,
+               "--name", "ketch-spark-connect-tests", "--master", "local[2]", "--jars", ",".join(jars)]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    return [*command, "spark-internal"]
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """Stops ``process``, started in a session of its own, and whatever it started."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def spark_connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkConnectServer]:
+    """A Spark Connect server (local[2], UTC, Delta) on a free loopback port, stopped at the end of the run.
+
+    Skips when the Delta jars or pyspark's Connect client (``pyspark[connect]``) are not installed.
+    """
+    from ketch_spark.errors import JarsNotInstalledError
+    from ketch_spark.jars import default_jars_dir, installed_jar_paths
+
+    for module in ("grpc", "grpc_status", "google.rpc", "zstandard"):  # pyspark[connect]
+        pytest.importorskip(module, reason="the Spark Connect client needs pyspark[connect] (`make install`)")
+    try:
+        jars = installed_jar_paths(default_jars_dir(), ["delta"])
+    except JarsNotInstalledError as missing:
+        pytest.skip(f"the Spark Connect server needs the Delta jars: {missing}")
+    root = tmp_path_factory.mktemp("spark-connect")
+    port = free_port()
+    server = SparkConnectServer(url=f"sc://127.0.0.1:{port}", log=root / "server.log")
+    import pyspark
+
+    env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).resolve().parent), "PYSPARK_PYTHON": sys.executable}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    with server.log.open("wb") as log:
+        process = subprocess.Popen(
+            _spark_connect_command(port, jars, root / "warehouse"), cwd=root, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_for_port(port, timeout=180, what="Spark Connect server", process=process)
+    except RuntimeError as failed:
+        _stop_process_group(process)
+        raise RuntimeError(f"{failed}; its log ends with:\n{server.log_tail()}") from None
+    try:
+        yield server
+    finally:
+        _stop_process_group(process)

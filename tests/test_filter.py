@@ -1,13 +1,17 @@
 """consent_filter, purpose-declared jobs and SQL views: semantics, plans, errors, snapshots.
 
-State rows are built inline with the contract's schema (tables.py "consent_state")
-and written with a Delta append, so these tests do not depend on compaction.
+State rows are mostly built inline with the contract's schema (tables.py
+"consent_state") and written with a Delta append, so these tests do not depend on
+compaction; the tests of a rebuilt warehouse and of trimmed ids write the state
+the way users do, with ingest_consent and compact_consent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import shutil
 import time
 
 import pytest
@@ -17,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
+from ketch_spark import tables
 from ketch_spark.config import FilterSettings
+from ketch_spark.consent.compact import compact_consent
 from ketch_spark.consent.filter import (
     consent_filter,
     consent_key_set,
@@ -28,6 +34,7 @@ from ketch_spark.consent.filter import (
 )
 from ketch_spark.extensions import KEPT_KEY_SET_PREFIX as KEPT
 from ketch_spark.extensions import KEPT_RELATIONS_CONF, kept_relation_count
+from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
 from ketch_spark.tables import ensure_table, table_path, table_spec
 
@@ -407,7 +414,7 @@ def test_sql_views_give_the_filter_semantics(spark, state_cfg, facts_df):
         """
         SELECT e.event_site, COUNT(DISTINCT e.user_id) AS users
         FROM user_events e
-        LEFT SEMI JOIN consented_users_analytics c ON e.org_id = c.org_id AND e.user_id = c.user_id
+        LEFT SEMI JOIN consented_users_analytics c ON e.org_id = c.org_id AND trim(e.user_id) = c.user_id
         WHERE e.org_id = '0x1F3A00C1'
         GROUP BY e.event_site
         """
@@ -424,8 +431,8 @@ def test_sql_views_give_the_filter_semantics(spark, state_cfg, facts_df):
     anti_sql = spark.sql(
         """
         SELECT e.* FROM user_events e
-        LEFT ANTI JOIN objecting_users_product_improvement o ON e.org_id = o.org_id AND e.user_id = o.user_id
-        WHERE e.org_id IS NOT NULL AND e.user_id IS NOT NULL
+        LEFT ANTI JOIN objecting_users_product_improvement o ON e.org_id = o.org_id AND trim(e.user_id) = o.user_id
+        WHERE e.org_id IS NOT NULL AND e.user_id IS NOT NULL AND e.org_id = trim(e.org_id)
         """
     )
     assert_df_equality(
@@ -440,6 +447,74 @@ def test_sql_views_give_the_filter_semantics(spark, state_cfg, facts_df):
     )
     assert rows_of(old_sql) == [1, 2, 7]
     assert "SortMergeJoin" in plan_of(old_sql)
+
+
+# ----------------------------------------------------------------------------- state written by the library
+
+
+def consent_record(user, org=ORG_A, **purposes):
+    """One raw consent event (the JSON shape of DESIGN), an hour ago."""
+    ts = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"org_id": org, "user_id": user, "ts": ts, "purposes": purposes, "source": "api"}
+
+
+def ingest_and_compact(spark, cfg, folder, records) -> None:
+    """Writes ``records`` as a JSON-lines file in ``folder``, ingests and compacts them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "consent.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    ingest_consent(spark, cfg, str(source), fmt="json", validate=False)
+    compact_consent(spark, cfg)
+
+
+def test_a_warehouse_rebuilt_at_the_same_path_never_gets_the_old_key_set(spark, cfg, tmp_path):
+    """A notebook rerunning the demo: same path, same version numbers, another table (issue 14, item 1)."""
+    release_key_sets()
+    facts = spark.createDataFrame([(1, ORG_A, "first", "s"), (2, ORG_A, "second", "s")], FACT_SCHEMA)
+    ingest_and_compact(spark, cfg, tmp_path / "run1", [consent_record("first", analytics=True),
+                                                        consent_record("second", analytics=False)])
+    for _ in range(3):  # the second use keeps the key set, the third is served from it
+        before = consent_filter("analytics", cfg)
+        assert rows_of(facts.transform(before)) == [1]
+    assert before.info.key_set_reused
+
+    shutil.rmtree(cfg.warehouse)
+    ingest_and_compact(spark, cfg, tmp_path / "run2", [consent_record("first", analytics=False),
+                                                        consent_record("second", analytics=True)])
+    state = tables.current_version(spark, cfg, "consent_state")
+    assert tables._version_from_sql(spark, state.location) == state  # the Connect reader names it alike
+    for use in range(3):
+        after = consent_filter("analytics", cfg)
+        assert rows_of(facts.transform(after)) == [2], use
+        assert after.info.key_set_reused is (use == 2)
+    assert after.info.consent_version == before.info.consent_version  # the version number repeated
+    assert after.info.consent_table_id == state.table_id != before.info.consent_table_id
+    assert release_key_sets() == 1  # the old table's key set was dropped when the new one was seen
+
+
+def test_user_ids_are_compared_trimmed_and_padded_org_ids_dropped(spark, cfg, tmp_path):
+    """The identifier rule on the filter side: ingest trims, the filter trims the fact's user id."""
+    ingest_and_compact(spark, cfg, tmp_path / "in", [
+        consent_record(" x ", product_improvement=False),  # an objection, ingested from a padded id
+        consent_record("g", analytics=True),  # a grant for "g"
+    ])
+    facts = spark.createDataFrame(
+        [(1, ORG_A, "x", "s"), (2, ORG_A, " x ", "s"), (3, ORG_A, "y", "s"), (4, ORG_A, " g ", "s"),
+         (5, ORG_A, "g", "s"), (6, f" {ORG_A}", "y", "s"), (7, f"{ORG_A} ", "g", "s")],
+        FACT_SCHEMA,
+    )
+    objections_df = facts.transform(consent_filter("product_improvement", cfg))
+    assert rows_of(objections_df) == [3, 4, 5]  # "x" and " x " removed; padded org ids dropped
+    grants_df = facts.transform(consent_filter("analytics", cfg))
+    assert rows_of(grants_df) == [4, 5]  # the grant for "g" keeps " g "
+    for plan in (plan_of(objections_df), plan_of(grants_df)):
+        assert "BroadcastHashJoin" in plan and "trim(user_id" in plan and "SortMergeJoin" not in plan
+    one_org_df = facts.where(F.col("org_id") == ORG_A).transform(
+        consent_filter("analytics", dataclasses.replace(cfg, filter=FilterSettings(key_set_cache_entries=0)))
+    )
+    # The org still narrows the state read (its scan is the one reading the bitmaps; long paths are cut in plans).
+    state_scan = [line for line in plan_of(one_org_df).splitlines() if "PushedFilters" in line and "granted" in line]
+    assert state_scan and f"EqualTo(org_id,{ORG_A})" in state_scan[0]
 
 
 # ----------------------------------------------------------------------------- property test
