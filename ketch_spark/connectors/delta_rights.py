@@ -16,6 +16,13 @@
 
 A rerun after a failure repeats only what is left: a committed DELETE matches
 nothing the second time, and purge and vacuum run again.
+
+An append-only table (``delta.appendOnly``) refuses DELETE and UPDATE. Only an
+asset whose properties carry :data:`APPEND_ONLY_ERASURE` ``= "lift"``
+(ketch-spark's consent/events) is erased anyway: the property is set to false
+in one commit, the erasure commits, and the property is set back to true,
+whatever happened in between; every other writer keeps the append-only
+guarantee, and the history shows the lift next to the erasure.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from contextlib import AbstractContextManager
-from typing import Any, Callable
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -38,11 +45,14 @@ from ketch_spark.errors import PartialErasureError
 from ketch_spark.faults import fault_point
 from ketch_spark.session_conf import session_conf
 
-__all__ = ["DeltaEraser"]
+__all__ = ["DeltaEraser", "APPEND_ONLY_ERASURE"]
 
 logger = logging.getLogger(__name__)
 
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+#: Asset property: ``"lift"`` lets an erasure lift ``delta.appendOnly`` for its own commits.
+APPEND_ONLY_ERASURE = "append_only_erasure"
+_APPEND_ONLY = "delta.appendOnly"
 _OPTIMIZE_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
 _PURGE_MIN_BIN_BYTES = 16 * 1024 * 1024
 _PURGE_MAX_BIN_BYTES = 1024 * 1024 * 1024
@@ -122,11 +132,12 @@ class DeltaEraser:
         if counts.rows_matched:
             fault_point("rights.delta.before_delete")
             table = self._table()
-            if mode == "delete":
-                table.delete(plan.condition)
-            else:
-                table.update(condition=plan.condition, set=assignments_for(table_df.schema))
-            erased = self._last_commit()
+            with self._append_only_lifted(counts):
+                if mode == "delete":
+                    table.delete(plan.condition)
+                else:
+                    table.update(condition=plan.condition, set=assignments_for(table_df.schema))
+                erased = self._last_commit()
             commit_time = erased["timestamp"]
             metrics = dict(erased["operationMetrics"] or {})
             counts.rows_changed = _metric(metrics, "numDeletedRows", "numUpdatedRows")
@@ -159,6 +170,22 @@ class DeltaEraser:
         if stored:
             counts.notes.append(f"{len(stored)} file(s) removed by the erasure stay readable by time travel "
                                 f"until VACUUM after {counts.physical_after}")
+
+    @contextmanager
+    def _append_only_lifted(self, counts: EraseCounts) -> Iterator[None]:
+        """Lifts ``delta.appendOnly`` around the block when the asset allows it (see the module docstring)."""
+        quoted = self.asset.location.replace("`", "``")
+        properties = self.spark.sql(f"DESCRIBE DETAIL delta.`{quoted}`").head()["properties"] or {}
+        lift = self.asset.properties.get(APPEND_ONLY_ERASURE) == "lift" and properties.get(_APPEND_ONLY) == "true"
+        if not lift:
+            yield
+            return
+        self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{_APPEND_ONLY}' = 'false')")
+        counts.notes.append("delta.appendOnly lifted for the erasure's commits and set again")
+        try:
+            yield
+        finally:
+            self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{_APPEND_ONLY}' = 'true')")
 
     def _purge(self) -> dict[str, int]:
         """Rewrites files carrying deletion vectors (no-op without them).

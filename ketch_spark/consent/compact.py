@@ -33,6 +33,7 @@ How a run works (one code path for incremental and full):
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import json
 import logging
@@ -326,6 +327,62 @@ def _new_events(spark: SparkSession, cfg: KetchConfig, after: int, upto: int) ->
     return changes.where(F.col("_change_type") == "insert")
 
 
+def _erasure_versions(spark: SparkSession, cfg: KetchConfig, after: int, upto: int) -> set[int]:
+    """Versions in ``after + 1 .. upto`` of consent/events made by an erasure (DELETE or UPDATE)."""
+    history = delta_table(spark, cfg, "consent_events").history().where(
+        (F.col("version") > after) & (F.col("version") <= upto) & F.col("operation").isin("DELETE", "UPDATE")
+    )
+    return {int(r["version"]) for r in history.select("version").collect()}
+
+
+def _append_ranges(after: int, upto: int, skipped: set[int]) -> list[tuple[int, int]]:
+    """Contiguous version ranges of ``after + 1 .. upto`` without the ``skipped`` versions."""
+    ranges: list[tuple[int, int]] = []
+    for version in range(after + 1, upto + 1):
+        if version in skipped:
+            continue
+        if ranges and ranges[-1][1] == version - 1:
+            ranges[-1] = (ranges[-1][0], version)
+        else:
+            ranges.append((version, version))
+    return ranges
+
+
+def _incremental_rows(spark: SparkSession, cfg: KetchConfig, after: int, upto: int,
+                      new_rows: Any) -> DataFrame:
+    """``new_rows`` of the events committed after ``after``; erasures of consent/events are stepped over.
+
+    An erasure (``ketch-spark dsr run``) deletes rows of consent/events, and its
+    vacuum may remove the change-data and data files that the change feed of
+    the versions around it points to. Its own versions hold no new event, so
+    they are skipped; events whose files an erasure rewrote are read from the
+    current table instead (applying an already applied event changes nothing).
+    """
+    try:
+        return new_rows(_new_events(spark, cfg, after, upto))
+    except Exception as exc:  # noqa: BLE001 - only a missing file is recovered from, see below
+        if "FILE_NOT_EXIST" not in str(exc) and "FileNotFound" not in str(exc):
+            raise
+    erasures = _erasure_versions(spark, cfg, after, upto)
+    logger.info("consent/events versions %s were erasures: the change feed is read around them", sorted(erasures))
+    parts = [_new_events(spark, cfg, start - 1, end) for start, end in _append_ranges(after, upto, erasures)]
+    try:
+        events_df = functools.reduce(DataFrame.unionByName, parts) if parts else None
+        return new_rows(events_df if events_df is not None else _all_events(spark, cfg, upto).limit(0))
+    except Exception as exc:  # noqa: BLE001
+        if "FILE_NOT_EXIST" not in str(exc) and "FileNotFound" not in str(exc):
+            raise
+    since = _version_time(spark, cfg, after)
+    logger.warning("consent/events files of versions after %s were vacuumed by an erasure: reading the events"
+                   " ingested since that version from the current table", after)
+    return new_rows(_all_events(spark, cfg, upto).where(F.col("ingested_at") >= since))
+
+
+def _version_time(spark: SparkSession, cfg: KetchConfig, version: int) -> Any:
+    row = delta_table(spark, cfg, "consent_events").history().where(F.col("version") == version).select("timestamp").head()
+    return row["timestamp"] - dt.timedelta(days=1)
+
+
 def _all_events(spark: SparkSession, cfg: KetchConfig, upto: int) -> DataFrame:
     return read_table(spark, cfg, "consent_events", version=upto)
 
@@ -408,14 +465,19 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         logger.info("consent state already holds events up to version %s", applied)
         return _result(spark, cfg, full, batch_id, None, applied, {}, False, started)
     from_version = applied + 1 if incremental else 0
-    events_df = _new_events(spark, cfg, applied, upto) if incremental else _all_events(spark, cfg, upto)
     updated_at = utc_now()
     bits = sorted(p.bit for p in policy.purposes.values())
-    choices_df = user_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts"), bits)
-    state_df = read_table(spark, cfg, "consent_state") if incremental else None
-    rows_df = apply_choices(choices_df, state_df, bits, policy.n_words, updated_at)
-    # Computed once: counted, then read twice by the MERGE (touched files, then the write).
-    rows_df = rows_df.localCheckpoint(eager=True)
+
+    def new_rows(events_df: DataFrame) -> DataFrame:
+        choices_df = user_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts"), bits)
+        state_df = read_table(spark, cfg, "consent_state") if incremental else None
+        # Computed once: counted, then read twice by the MERGE (touched files, then the write).
+        return apply_choices(choices_df, state_df, bits, policy.n_words, updated_at).localCheckpoint(eager=True)
+
+    if incremental:
+        rows_df = _incremental_rows(spark, cfg, applied, upto, new_rows)
+    else:
+        rows_df = new_rows(_all_events(spark, cfg, upto))
     counts = _counts(rows_df)
     commit_started = time.perf_counter()
     if not incremental:

@@ -38,9 +38,11 @@ from pyspark.sql import functions as F
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors import Asset, Connector, connector_for, describe_error
 from ketch_spark.connectors.base import EraseCounts, PersonalColumn
+from ketch_spark.connectors.delta_rights import APPEND_ONLY_ERASURE
 from ketch_spark.errors import PartialErasureError
 from ketch_spark.rights.audit import FAILED, OK, AuditRow, append_audit, completed_work, iso_z, read_audit, utc_now
 from ketch_spark.rights.match import IDENTITIES_SCHEMA, REQUEST_ID_COLUMN
+from ketch_spark.tables import table_exists, table_path, table_spec
 
 __all__ = ["RunResult", "run_requests", "rights_assets"]
 
@@ -116,10 +118,39 @@ def _scrub(text: str | None, values: Iterable[str]) -> str | None:
     return text
 
 
-def rights_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
-    """Catalogued assets (status ok) holding an identity column, with their personal columns.
+def own_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
+    """ketch-spark's own tables that hold user ids: consent/events, consent/state and consent/quarantine.
 
-    ketch-spark's own tables under the warehouse are left out.
+    Events and state match ``user_id`` within the request's org; the quarantine's
+    ``raw`` record text is matched token by token (:data:`~ketch_spark.rights.match.FREE_TEXT`).
+    consent/events is append-only: its erasure lifts the property for the
+    erasure's own commits and sets it again (see :class:`~ketch_spark.connectors.delta_rights.DeltaEraser`).
+    """
+    from ketch_spark.rights.match import FREE_TEXT
+
+    columns = {
+        "consent_events": (PersonalColumn("user_id", "user_id", "user_id"),),
+        "consent_state": (PersonalColumn("user_id", "user_id", "user_id"),),
+        "consent_quarantine": tuple(PersonalColumn("raw", FREE_TEXT, kind) for kind in ("user_id", "email", "device_id")),
+    }
+    system = "s3" if cfg.warehouse.startswith(("s3a://", "s3://")) else "file"
+    assets = []
+    for name, personal in columns.items():
+        if not table_exists(spark, cfg, name):
+            continue
+        location = table_path(cfg, name)
+        if system == "file" and "://" not in location:
+            location = "file://" + location
+        properties = {APPEND_ONLY_ERASURE: "lift"} if name == "consent_events" else {}
+        assets.append(Asset(system, location, table_spec(name).relpath, "delta", properties=properties,
+                            personal_columns=personal))
+    return assets
+
+
+def rights_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
+    """Catalogued assets (status ok) holding an identity column, with their personal columns, then :func:`own_assets`.
+
+    Catalogued copies of ketch-spark's own tables are left out (:func:`own_assets` stands for them).
     """
     from ketch_spark.catalog import AssetCatalog
 
@@ -139,7 +170,7 @@ def rights_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
         if asset.location.removeprefix("file://").startswith(own) or asset.location.startswith(own):
             continue
         assets.append(dataclasses.replace(asset, personal_columns=personal))
-    return sorted(assets, key=lambda a: a.location)
+    return sorted(assets, key=lambda a: a.location) + own_assets(spark, cfg)
 
 
 def _requests(spark: SparkSession, cfg: KetchConfig, kind: str | None) -> list[_Request]:

@@ -15,6 +15,12 @@ of that type:
 Where the asset has the org column (``dsr.org_column``, default ``org_id``), a
 request only matches rows of its own org: the key is ``org <US> value``.
 
+A free-text column (category :data:`FREE_TEXT`, such as consent/quarantine's
+``raw`` record text) is split into tokens at spaces and JSON/CSV punctuation; a
+row matches when one token equals an identity (emails lower-cased). Without an
+org column (consent/quarantine has none), a rejected record naming the
+identity is matched whatever its org.
+
 The row condition is one hash-set membership per identity column (Spark plans an
 ``IN`` list of more than a few values as ``InSet``: one hash set shipped with the
 tasks), so an asset is read once for the whole batch whatever its number of
@@ -45,6 +51,7 @@ __all__ = [
     "resolve_leaf",
     "with_request_ids",
     "identities_frame",
+    "FREE_TEXT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,9 @@ IDENTITY_TYPES = ("email", "email_sha256", "phone", "user_id", "device_id")
 REQUEST_ID_COLUMN = "_request_id"
 #: Separates org and value in org-scoped keys (a control character no id contains).
 KEY_SEPARATOR = "\x1f"
+#: Category of a column holding free text (a raw record) in which identities are looked for as tokens.
+FREE_TEXT = "free_text"
+_TOKEN_SEPARATORS = r"[\s,;:\"'{}\[\]()<>|=\\]+"
 _ROW_ID = "_ketch_row"
 _KEYS = "_ketch_keys"
 
@@ -210,6 +220,8 @@ def match_plan(
         if not values:
             continue
         leaf = _Leaf(personal, *resolved)
+        if personal.category == FREE_TEXT:
+            leaf = _Leaf(personal, F.split(leaf.values.cast("string"), _TOKEN_SEPARATORS), True, T.StringType())
         key = _key_expression(leaf, org, country_code)
         conditions.append(F.exists(key, lambda k: k.isin(values)) if leaf.is_array else key.isin(values))
         label = F.lit(personal.identity_type)
