@@ -52,8 +52,8 @@ def erased(spark, base_config, tmp_path_factory):
     before = {name: read_table(spark, cfg, name).count() for name in ("consent_events", "consent_state", "consent_quarantine")}
     submit_requests(spark, cfg, [
         {"request_id": "r-gone", "org_id": ORG, "kind": "erasure", "mode": "delete", "identities": {"user_id": " gone-1 "}},
-        {"request_id": "r-injection", "org_id": ORG, "kind": "erasure", "mode": "delete",
-         "identities": {"user_id": "x'); DROP TABLE users; --"}},
+        {"request_id": "r-injection", "org_id": ORG, "kind": "erasure", "mode": "obfuscate",
+         "identities": {"user_id": "x'); DROP TABLE users; --"}},  # obfuscation deletes consent records
     ])
     os.environ["KETCH_RECEIPT_SECRET"] = "own-tables-receipt-secret-0123456789"
     try:
@@ -66,7 +66,7 @@ def erased(spark, base_config, tmp_path_factory):
 def test_own_tables_are_rights_assets(spark, erased):
     names = {a.name: a for a in own_assets(spark, erased["cfg"])}
     assert set(names) == {"consent/events", "consent/state", "consent/quarantine"}
-    assert names["consent/events"].properties == {"append_only_erasure": "lift"}
+    assert names["consent/events"].properties == {"ketch_spark_own_table": "true", "append_only_erasure": "lift"}
 
 
 def test_the_subject_is_gone_from_every_own_table_and_nothing_else_is(spark, erased):

@@ -49,6 +49,8 @@ __all__ = ["RunResult", "run_requests", "rights_assets"]
 logger = logging.getLogger(__name__)
 
 _OWN_TABLES = ("consent/", "dsr/", "catalog/")
+#: Asset property marking ketch-spark's own tables (see :func:`own_assets`).
+OWN_TABLE = "ketch_spark_own_table"
 _ERASE, _VERIFY, _EXPORT = "erase", "verify", "export"
 
 
@@ -125,6 +127,8 @@ def own_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
     ``raw`` record text is matched token by token (:data:`~ketch_spark.rights.match.FREE_TEXT`).
     consent/events is append-only: its erasure lifts the property for the
     erasure's own commits and sets it again (see :class:`~ketch_spark.connectors.delta_rights.DeltaEraser`).
+    Their rows are deleted for obfuscation requests too: a consent record
+    without its user id is meaningless.
     """
     from ketch_spark.rights.match import FREE_TEXT
 
@@ -141,7 +145,7 @@ def own_assets(spark: SparkSession, cfg: KetchConfig) -> list[Asset]:
         location = table_path(cfg, name)
         if system == "file" and "://" not in location:
             location = "file://" + location
-        properties = {APPEND_ONLY_ERASURE: "lift"} if name == "consent_events" else {}
+        properties = {OWN_TABLE: "true", **({APPEND_ONLY_ERASURE: "lift"} if name == "consent_events" else {})}
         assets.append(Asset(system, location, table_spec(name).relpath, "delta", properties=properties,
                             personal_columns=personal))
     return assets
@@ -238,6 +242,8 @@ def _from_iso(value: str | None) -> dt.datetime | None:
 
 
 def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> None:
+    if asset.properties.get(OWN_TABLE):
+        mode = "delete"  # a consent record without its user id means nothing: obfuscation deletes it
     connector = run.connector(asset)
     identities_df = _identities_df(run.spark, batch)
     ids = [r.request_id for r in batch]
