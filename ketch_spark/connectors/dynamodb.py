@@ -563,9 +563,9 @@ class _DynamoTable:
 
 def _country_prefix(region: str | None) -> str | None:
     """``+<country code>`` that national phone numbers get (match.py's rule), or ``None``."""
-    from ketch_spark.rights.match import _country_code  # the one reading of dsr.default_phone_region
+    from ketch_spark.rights.match import phone_country_code  # the one reading of dsr.default_phone_region
 
-    code = _country_code(region)
+    code = phone_country_code(region)
     return None if code is None else f"+{code}"
 
 

@@ -547,9 +547,9 @@ def _matchers(asset: Asset, columns: Mapping[str, Any]) -> tuple[list[tuple[str,
 
 def _country_prefix(region: str | None) -> str | None:
     """``+<country code>`` that national phone numbers get (match.py's rule), or ``None``."""
-    from ketch_spark.rights.match import _country_code  # the one reading of dsr.default_phone_region
+    from ketch_spark.rights.match import phone_country_code  # the one reading of dsr.default_phone_region
 
-    code = _country_code(region)
+    code = phone_country_code(region)
     return None if code is None else f"+{code}"
 
 
@@ -585,7 +585,7 @@ def _replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key:
     import hashlib
 
     from ketch_spark.errors import ObfuscationError
-    from ketch_spark.rights.obfuscate import _hmac_pads  # the one implementation of HMAC's padded keys
+    from ketch_spark.rights.obfuscate import hmac_pads  # the one implementation of HMAC's padded keys
 
     sql_type, not_null = column_type
     where = f"column {column} ({sql_type})"
@@ -613,5 +613,5 @@ def _replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key:
     if key is None:
         raise ObfuscationError(f"column {column}: method hmac needs a secret key; set the environment variable "
                                f"{secret_env}")
-    params[f"{name}_inner"], params[f"{name}_outer"] = _hmac_pads(key)
+    params[f"{name}_inner"], params[f"{name}_outer"] = hmac_pads(key)
     return (f"encode(sha256(%({name}_outer)s::bytea || sha256(%({name}_inner)s::bytea || {utf8})), 'hex')")

@@ -52,6 +52,7 @@ __all__ = [
     "with_request_ids",
     "identities_frame",
     "FREE_TEXT",
+    "phone_country_code",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def _key_expression(leaf: _Leaf, org: Column | None, country_code: str | None) -
     return F.transform(leaf.values, key) if leaf.is_array else key(leaf.values)
 
 
-def _country_code(region: str | None) -> str | None:
+def phone_country_code(region: str | None) -> str | None:
+    """The country calling code of ``region`` (``"US"`` -> ``"1"``), ``None`` without a region or for an unknown one."""
     if region is None:
         return None
     import phonenumbers
@@ -206,7 +208,7 @@ def match_plan(
     scoped = org_column in schema.fieldNames()
     org = F.col(f"`{org_column}`").cast("string") if scoped else None
     batch = _batch_keys(identities, scoped)
-    country_code = _country_code(default_phone_region)
+    country_code = phone_country_code(default_phone_region)
     conditions: list[Column] = []
     key_columns: list[Column] = []
     plan = MatchPlan(F.lit(False), key_columns, org_column if scoped else None,

@@ -41,6 +41,7 @@ __all__ = [
     "obfuscation_assignments",
     "obfuscate_rows",
     "hmac_key_from_env",
+    "hmac_pads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _constant_problem(value: Any, data_type: T.DataType) -> str | None:
     return None
 
 
-def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     """The inner and outer padded keys of HMAC-SHA256 (RFC 2104)."""
     if len(key) > _HMAC_BLOCK_BYTES:
         key = hashlib.sha256(key).digest()
@@ -121,7 +122,7 @@ def hmac_sha256_hex(value: Column, key: bytes) -> Column:
         value: A string column.
         key: The secret key (any length; hashed first when longer than 64 bytes).
     """
-    inner_key, outer_key = _hmac_pads(key)
+    inner_key, outer_key = hmac_pads(key)
     inner = F.sha2(F.concat(F.lit(inner_key), F.encode(value, "UTF-8")), 256)
     return F.sha2(F.concat(F.lit(outer_key), F.unhex(inner)), 256)
 
