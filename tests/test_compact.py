@@ -249,7 +249,7 @@ def test_full_rebuild_to_an_older_batch_then_plain_run_reaches_every_event(spark
 _call = st.tuples(st.sampled_from(["incremental", "full"]), st.sampled_from([None, "c1", "c2", "c3"]))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls=st.lists(_call, min_size=1, max_size=3))
 def test_any_call_sequence_then_a_plain_run_equals_the_full_rebuild(spark, wide_cfg, tmp_path_factory, calls):
     cfg = _call_cfg(wide_cfg, tmp_path_factory)
