@@ -6,6 +6,10 @@ it also builds ketch-spark's session extension there (:mod:`ketch_spark.extensio
 :func:`ketch_spark.spark_session` then puts those files on the classpath, so later
 starts are offline. On a cluster, pass the same coordinates to
 ``spark-submit --packages`` instead (see :func:`packages_argument`).
+
+:data:`TEST_JAR_GROUPS` are jars only the test suite and benchmarks load (oracle
+libraries); ``install`` resolves them too, but no session of ours puts them on
+its classpath.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, build_exten
 
 __all__ = [
     "JAR_GROUPS",
+    "TEST_JAR_GROUPS",
     "default_jars_dir",
     "install_jars",
     "installed_jar_paths",
@@ -39,6 +44,7 @@ SCALA = "2.13"
 DELTA_VERSION = "4.4.0"
 HADOOP_VERSION = "3.5.0"
 POSTGRES_JDBC_VERSION = "42.7.14"
+IABGPP_VERSION = "3.2.4"
 
 #: Maven coordinates per feature. Delta's artifact name carries the Spark minor
 #: version (see delta's ``configure_spark_with_delta_pip``); hadoop-aws must match
@@ -47,6 +53,10 @@ JAR_GROUPS: Mapping[str, tuple[str, ...]] = {
     "delta": (f"io.delta:delta-spark_{SPARK_MINOR}_{SCALA}:{DELTA_VERSION}",),
     "postgres": (f"org.postgresql:postgresql:{POSTGRES_JDBC_VERSION}",),
     "s3": (f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",),
+}
+#: Test-only coordinates: IAB Tech Lab's GPP library, the oracle of the GPP decoder's tests.
+TEST_JAR_GROUPS: Mapping[str, tuple[str, ...]] = {
+    "gpp-oracle": (f"com.iabgpp:iabgpp-encoder:{IABGPP_VERSION}",),
 }
 _MANIFEST = "manifest.json"
 
@@ -67,6 +77,10 @@ def default_jars_dir(configured: str | None = None) -> Path:
     return Path.cwd() / ".ketch" / "jars"
 
 
+def _coordinates(group: str) -> tuple[str, ...]:
+    return JAR_GROUPS[group] if group in JAR_GROUPS else TEST_JAR_GROUPS[group]
+
+
 def _read_manifest(jars_dir: Path) -> dict[str, list[str]]:
     path = jars_dir / _MANIFEST
     if not path.is_file():
@@ -76,7 +90,7 @@ def _read_manifest(jars_dir: Path) -> dict[str, list[str]]:
 
 def packages_argument(groups: Iterable[str] = ("delta",)) -> str:
     """Comma-separated coordinates for ``spark-submit --packages``."""
-    return ",".join(coord for group in groups for coord in JAR_GROUPS[group])
+    return ",".join(coord for group in groups for coord in _coordinates(group))
 
 
 def installed_jar_paths(jars_dir: Path, groups: Iterable[str]) -> list[str]:
@@ -88,7 +102,7 @@ def installed_jar_paths(jars_dir: Path, groups: Iterable[str]) -> list[str]:
     manifest = _read_manifest(jars_dir)
     paths: list[str] = []
     for group in groups:
-        files = manifest.get(",".join(JAR_GROUPS[group]))
+        files = manifest.get(",".join(_coordinates(group)))
         if files is None or not all((jars_dir / name).is_file() for name in files):
             raise JarsNotInstalledError(
                 f"the {group!r} jars are not installed in {jars_dir}; run `make install` "
@@ -151,20 +165,19 @@ def install_jars(groups: Iterable[str] = tuple(JAR_GROUPS), jars_dir: Path | Non
     jars_dir = jars_dir or default_jars_dir()
     jars_dir.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(jars_dir)
-    missing = [g for g in groups if ",".join(JAR_GROUPS[g]) not in manifest]
+    missing = [g for g in groups if ",".join(_coordinates(g)) not in manifest]
     if not missing:
         logger.info("jars already installed in %s", jars_dir)
         return jars_dir
-    coordinates = tuple(c for g in missing for c in JAR_GROUPS[g])
     bundled = _bundled_artifacts()
     with tempfile.TemporaryDirectory(dir=jars_dir) as tmp:
         ivy_dir = Path(tmp)
         for group in missing:
             shutil.rmtree(ivy_dir / "jars", ignore_errors=True)
-            resolved = [j for j in _resolve_with_spark(JAR_GROUPS[group], ivy_dir) if _artifact(j.name) not in bundled]
+            resolved = [j for j in _resolve_with_spark(_coordinates(group), ivy_dir) if _artifact(j.name) not in bundled]
             for jar in resolved:
                 shutil.copy2(jar, jars_dir / jar.name)
-            manifest[",".join(JAR_GROUPS[group])] = [jar.name for jar in resolved]
+            manifest[",".join(_coordinates(group))] = [jar.name for jar in resolved]
             logger.info("resolved %s: %d jars", group, len(resolved))
     (jars_dir / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return jars_dir
@@ -175,7 +188,10 @@ def _main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m ketch_spark.jars", description=__doc__)
     parser.add_argument("command", choices=["install", "packages", "path", "extension"])
-    parser.add_argument("--group", action="append", choices=sorted(JAR_GROUPS), help="default: all groups")
+    parser.add_argument(
+        "--group", action="append", choices=sorted({**JAR_GROUPS, **TEST_JAR_GROUPS}),
+        help="default: all groups (install also resolves the test-only groups)",
+    )
     parser.add_argument("--dir", help="jars folder (default .ketch/jars)")
     args = parser.parse_args(argv)
     groups = args.group or list(JAR_GROUPS)
@@ -191,7 +207,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"--jars {jar} --conf spark.sql.extensions={DELTA_EXTENSION},{EXTENSION_CLASS}")
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        install_jars(groups, jars_dir)
+        install_jars(args.group or [*JAR_GROUPS, *TEST_JAR_GROUPS], jars_dir)
         build_extension_jar(jars_dir)
         (jars_dir / _MANIFEST).touch()
         print(f"jars ready in {jars_dir}")

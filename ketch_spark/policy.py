@@ -1,8 +1,8 @@
 """Policy and Purpose: the fixed bit of every purpose, its legal basis and defaults.
 
 Bits are stable forever: a retired purpose keeps its bit and no other purpose may
-take it. The policy also maps IAB TCF purposes and the US Privacy (CCPA) opt-out
-onto our purposes.
+take it. The policy also maps IAB TCF purposes, the US Privacy (CCPA) opt-out and
+the fields of GPP's US sections onto our purposes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "load_policy",
     "policy_from_mapping",
     "LEGAL_BASES",
+    "GPP_FIELDS",
     "MAX_BIT",
     "WORD_BITS",
 ]
@@ -31,6 +32,17 @@ WORD_BITS = 64
 MAX_BIT = 255
 _TCF_PURPOSE_IDS = range(1, 12)
 _PURPOSE_KEYS = ("bit", "legal_basis", "description", "retired")
+#: Fields of GPP's US sections (usnat, usca, usva, usco, usut, usct) a policy may
+#: map to purposes under ``gpp:``; ``gpc`` is the GPC sub-section's flag.
+GPP_FIELDS = (
+    "sale_opt_out",
+    "sharing_opt_out",
+    "targeted_advertising_opt_out",
+    "sensitive_data_processing",
+    "known_child_sensitive_data_consents",
+    "personal_data_consents",
+    "gpc",
+)
 
 
 @dataclass(frozen=True)
@@ -66,12 +78,15 @@ class Policy:
         purposes: Purposes by name, in file order.
         tcf_purposes: IAB TCF purpose id (1-11) to the names of our purposes it feeds.
         us_privacy_opt_out: Our purposes that a US Privacy opt-out of sale denies.
+        gpp_purposes: A field of GPP's US sections (one of :data:`GPP_FIELDS`)
+            to the names of our purposes it feeds.
         source: File the policy came from, for messages.
     """
 
     purposes: Mapping[str, Purpose]
     tcf_purposes: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     us_privacy_opt_out: tuple[str, ...] = ()
+    gpp_purposes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str | None = None
 
     @property
@@ -143,6 +158,21 @@ def _check_known(names: Iterable[Any], purposes: Mapping[str, Purpose], source: 
     return tuple(result)
 
 
+def _parse_gpp(raw: Any, purposes: Mapping[str, Purpose], source: str | None) -> dict[str, tuple[str, ...]]:
+    """The ``gpp:`` section: each GPP field to a list of our purposes."""
+    if not isinstance(raw, dict):
+        raise _fail(source, "gpp", f"expected a mapping of GPP field to [our purposes], found {raw!r}")
+    mapping: dict[str, tuple[str, ...]] = {}
+    for key, names in raw.items():
+        if key not in GPP_FIELDS:
+            raise _fail(source, f"gpp.{key}", f"unknown GPP field {key!r}; expected one of {', '.join(GPP_FIELDS)}")
+        names = [names] if isinstance(names, str) else ([] if names is None else names)
+        if not isinstance(names, list):
+            raise _fail(source, f"gpp.{key}", f"expected a list of purposes, found {names!r}")
+        mapping[key] = _check_known(names, purposes, source, f"gpp.{key}")
+    return mapping
+
+
 def policy_from_mapping(data: Mapping[str, Any], source: str | None = None) -> Policy:
     """Builds a validated :class:`Policy` from a parsed mapping.
 
@@ -150,9 +180,9 @@ def policy_from_mapping(data: Mapping[str, Any], source: str | None = None) -> P
         PolicyError: Naming the entry at fault: duplicate bits, bits out of range,
             unknown legal basis, unknown keys, or mappings to undeclared purposes.
     """
-    unknown = sorted(set(data) - {"version", "purposes", "tcf", "us_privacy"})
+    unknown = sorted(set(data) - {"version", "purposes", "tcf", "us_privacy", "gpp"})
     if unknown:
-        raise _fail(source, "top level", f"unknown key(s) {', '.join(unknown)}; expected version, purposes, tcf, us_privacy")
+        raise _fail(source, "top level", f"unknown key(s) {', '.join(unknown)}; expected version, purposes, tcf, us_privacy, gpp")
     raw_purposes = data.get("purposes")
     if not isinstance(raw_purposes, dict) or not raw_purposes:
         raise _fail(source, "purposes", "expected a non-empty mapping of purpose name to {bit, legal_basis}")
@@ -189,6 +219,7 @@ def policy_from_mapping(data: Mapping[str, Any], source: str | None = None) -> P
         purposes=purposes,
         tcf_purposes=tcf_purposes,
         us_privacy_opt_out=_check_known(opt_out, purposes, source, "us_privacy.opt_out"),
+        gpp_purposes=_parse_gpp(data.get("gpp") or {}, purposes, source),
         source=source,
     )
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ketch_spark.config import KetchConfig, load_config
+from ketch_spark.errors import JarsNotInstalledError
+from ketch_spark.jars import TEST_JAR_GROUPS, default_jars_dir, installed_jar_paths
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,6 +28,15 @@ TEST_SPARK_SETTINGS = {
 }
 
 
+def oracle_jar_settings() -> dict[str, str]:
+    """The test-only jars (IAB's GPP library, an oracle) on the driver's classpath, when installed."""
+    try:
+        paths = installed_jar_paths(default_jars_dir(), list(TEST_JAR_GROUPS))
+    except JarsNotInstalledError:
+        return {}
+    return {"spark.driver.extraClassPath": os.pathsep.join(paths)}
+
+
 @pytest.fixture(scope="session")
 def base_config() -> KetchConfig:
     """The repository's conf/ketch.yaml (policy included), before re-rooting."""
@@ -40,7 +52,7 @@ def spark(base_config: KetchConfig, tmp_path_factory: pytest.TempPathFactory):
     session = spark_session(
         base_config.with_warehouse(warehouse),
         app_name="ketch-spark-tests",
-        extra={**TEST_SPARK_SETTINGS, "spark.sql.warehouse.dir": str(warehouse)},
+        extra={**TEST_SPARK_SETTINGS, **oracle_jar_settings(), "spark.sql.warehouse.dir": str(warehouse)},
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
