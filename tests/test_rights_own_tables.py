@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-from pyspark.sql import functions as F
 
 from ketch_spark.config import dsr_settings_from_mapping
 from ketch_spark.consent.compact import compact_consent
