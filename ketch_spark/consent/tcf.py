@@ -78,7 +78,7 @@ def tc_core_binary(tc_string: Column | str) -> Column:
     Args:
         tc_string: A string column holding TC strings.
     """
-    core = F.split_part(F.trim(_col(tc_string)), F.lit("."), F.lit(1))
+    core = F.substring_index(F.trim(_col(tc_string)), ".", 1)  # not split_part: it compiles a regex per call
     well_formed = core.rlike(r"^[A-Za-z0-9_-]+$") & (F.length(core) % 4 != 1)
     standard = F.translate(core, "-_", "+/")
     padded = F.concat(standard, F.repeat(F.lit("="), (F.lit(4) - F.length(standard) % 4) % 4))
