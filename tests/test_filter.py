@@ -37,26 +37,15 @@ from ketch_spark.extensions import KEPT_RELATIONS_CONF, kept_relation_count
 from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
 from ketch_spark.tables import ensure_table, table_path, table_spec
+from state_rows import state_row
 
 ANALYTICS = 1  # consent basis
 DATA_SALE = 5  # legitimate interest
 PRODUCT = 6  # legitimate interest
 ORG_A, ORG_B = "0x1F3A00C1", "0x1F3B00C2"
-WHEN = dt.datetime(2026, 11, 1, 12, 0)
 FACT_SCHEMA = "row int, org_id string, user_id string, event_site string"
 
 
-def bitmap(bits) -> list[int]:
-    words = [0, 0]
-    for bit in bits:
-        words[bit // 64] |= 1 << (bit % 64)
-    return words
-
-
-def state_row(org, user, granted=(), denied=()):
-    """One consent_state row: latest grants and denials of a user."""
-    known = set(granted) | set(denied)
-    return (org, user, bitmap(granted), bitmap(known), {b: WHEN for b in sorted(known)}, WHEN)
 
 
 def state_df(spark, rows):

@@ -16,7 +16,6 @@ functions are tests, and they reach the parent's server through
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
@@ -34,13 +33,13 @@ from ketch_spark.consent.purposes import purpose
 from ketch_spark.errors import ConfigError, TableNotFoundError
 from ketch_spark.session import is_connect_session
 from ketch_spark.tables import delta_history, delta_table_version, table_path, table_spec
+from state_rows import state_row
 
 URL_ENV = "KETCH_SPARK_CONNECT_URL"
 REPO = Path(__file__).resolve().parent.parent
 
 ANALYTICS, DATA_SALE, PRODUCT = 1, 5, 6  # consent; legitimate interest; legitimate interest
 ORG_A, ORG_B = "0x1F3A00C1", "0x1F3B00C2"
-WHEN = dt.datetime(2026, 11, 1, 12, 0)
 FACT_SCHEMA = "row int, org_id string, user_id string, event_site string"
 FACTS = [
     (1, ORG_A, "granted", "s1"),
@@ -59,16 +58,6 @@ ANALYTICS_V0_ROWS = [1, 2, 7]
 PRODUCT_ROWS = [1, 2, 4, 5, 6, 7]
 
 
-def bitmap(bits) -> list[int]:
-    words = [0, 0]
-    for bit in bits:
-        words[bit // 64] |= 1 << (bit % 64)
-    return words
-
-
-def state_row(org, user, granted=(), denied=()):
-    known = set(granted) | set(denied)
-    return (org, user, bitmap(granted), bitmap(known), {b: WHEN for b in sorted(known)}, WHEN)
 
 
 STATE = [
