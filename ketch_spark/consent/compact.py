@@ -48,11 +48,11 @@ from ketch_spark.bitmap import has_purpose, sql_word, sql_word_bit, sql_words_wi
 from ketch_spark.policy import WORD_BITS
 from ketch_spark.clock import utc_micros, utc_now
 from ketch_spark.config import KetchConfig
-from ketch_spark.consent.sources import delta_txn_versions, delta_version
+from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
 from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy
-from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path
+from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path, table_version
 
 __all__ = [
     "CompactResult",
@@ -297,12 +297,6 @@ def applied_events_version(spark: SparkSession, cfg: KetchConfig) -> int | None:
     return _applied(spark, cfg)[1]
 
 
-def _require_events(spark: SparkSession, cfg: KetchConfig) -> str:
-    """Path of consent/events; raises TableNotFoundError when nothing was ingested yet."""
-    read_table(spark, cfg, "consent_events")
-    return table_path(cfg, "consent_events")
-
-
 def _batch_version(spark: SparkSession, cfg: KetchConfig, batch_id: str) -> int:
     history = delta_table(spark, cfg, "consent_events").history().select("version", "userMetadata").collect()
     versions = [
@@ -361,8 +355,7 @@ def _incremental_rows(spark: SparkSession, cfg: KetchConfig, after: int, upto: i
     try:
         return new_rows(_new_events(spark, cfg, after, upto))
     except Exception as exc:  # noqa: BLE001 - only a missing file is recovered from, see below
-        if "FILE_NOT_EXIST" not in str(exc) and "FileNotFound" not in str(exc):
-            raise
+        _raise_unless_missing_file(exc)
     erasures = _erasure_versions(spark, cfg, after, upto)
     logger.info("consent/events versions %s were erasures: the change feed is read around them", sorted(erasures))
     parts = [_new_events(spark, cfg, start - 1, end) for start, end in _append_ranges(after, upto, erasures)]
@@ -370,12 +363,17 @@ def _incremental_rows(spark: SparkSession, cfg: KetchConfig, after: int, upto: i
         events_df = functools.reduce(DataFrame.unionByName, parts) if parts else None
         return new_rows(events_df if events_df is not None else _all_events(spark, cfg, upto).limit(0))
     except Exception as exc:  # noqa: BLE001
-        if "FILE_NOT_EXIST" not in str(exc) and "FileNotFound" not in str(exc):
-            raise
+        _raise_unless_missing_file(exc)
     since = _version_time(spark, cfg, after)
     logger.warning("consent/events files of versions after %s were vacuumed by an erasure: reading the events"
                    " ingested since that version from the current table", after)
     return new_rows(_all_events(spark, cfg, upto).where(F.col("ingested_at") >= since))
+
+
+def _raise_unless_missing_file(exc: Exception) -> None:
+    """Re-raises ``exc`` unless Spark failed because a file of the table is gone."""
+    if "FILE_NOT_EXIST" not in str(exc) and "FileNotFound" not in str(exc):
+        raise exc
 
 
 def _version_time(spark: SparkSession, cfg: KetchConfig, version: int) -> Any:
@@ -453,7 +451,7 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     """
     started = time.perf_counter()
     policy: Policy = cfg.policy()
-    events_version = delta_version(spark, _require_events(spark, cfg))
+    events_version = table_version(spark, cfg, "consent_events")
     if not table_exists(spark, cfg, "consent_state"):
         ensure_table(spark, cfg, "consent_state")
     upto = _batch_version(spark, cfg, batch_id) if batch_id else events_version
@@ -526,7 +524,7 @@ def _result(
         inserted=inserted,
         updated=changed - inserted,
         committed=committed,
-        state_version=delta_version(spark, table_path(cfg, "consent_state")),
+        state_version=table_version(spark, cfg, "consent_state"),
         seconds=time.perf_counter() - started,
         commit_seconds=commit_seconds,
     )

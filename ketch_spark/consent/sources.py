@@ -83,7 +83,6 @@ __all__ = [
     "EVENT_KEY",
     "delta_txn_version",
     "delta_txn_versions",
-    "delta_version",
     "quarantine_breakdown",
 ]
 
@@ -230,11 +229,6 @@ def delta_txn_versions(spark: SparkSession, path: str, prefix: str) -> dict[str,
     jvm = spark.sparkContext._jvm
     found = jvm.scala.jdk.javaapi.CollectionConverters.asJava(_delta_snapshot(spark, path).transactions())
     return {str(app_id): int(found.get(app_id)) for app_id in found.keySet() if str(app_id).startswith(prefix)}
-
-
-def delta_version(spark: SparkSession, path: str) -> int:
-    """The current version of the Delta table at ``path``, read from its log."""
-    return int(_delta_snapshot(spark, path).version())
 
 
 # ---------------------------------------------------------------- parsing per format
