@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .ketch/jars/manifest.json
 
-.PHONY: install demo test bench clean-data
+.PHONY: install demo test test-slow test-all bench clean-data
 
 install: $(STAMP) $(JARS) postgres
 
@@ -30,6 +30,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# End-to-end runs (demo, spark-submit jobs, notebooks), a few minutes each; CI runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+test-all: test test-slow
 
 bench: install
 	$(BIN)/python tests/benchmarks/run.py $(BENCH)

@@ -29,6 +29,7 @@ def demo_conf(spark, base_config, tmp_path_factory) -> Path:
     return conf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, demo_conf, monkeypatch):
     monkeypatch.setenv("KETCH_SPARK_CONF", str(demo_conf))

@@ -44,6 +44,7 @@ def test_every_command_takes_conf(argv):
     assert build_parser().parse_args(argv).conf == "x.yaml"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(spark, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KETCH_RECEIPT_SECRET", "x")
     monkeypatch.delenv("KETCH_RECEIPT_SECRET")  # unset: the demo uses its own key, for its process only
@@ -177,6 +178,7 @@ def test_consent_and_catalog_commands_print_their_summaries(spark, tmp_path, cap
     assert "consent/state" in out and json.loads(out.strip().splitlines()[-1])["assets"] == scanned["discovered"]
 
 
+@pytest.mark.slow
 def test_jobs_run_under_spark_submit(spark, tmp_path):
     """jobs/*.py only wire the CLI: run two of them the way a cluster user does."""
     conf = tmp_path / "ketch.yaml"
