@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest = _with_conf(consent.add_parser("ingest", help="raw files -> consent/events, bad rows -> consent/quarantine"))
     ingest.add_argument("--input", action="append", required=True, help="file or folder, local or s3a:// (repeatable)")
-    ingest.add_argument("--format", choices=["json", "csv", "parquet", "tcf"], default="json")
+    ingest.add_argument("--format", choices=["json", "csv", "parquet", "tcf", "gpp"], default="json")
     ingest.add_argument("--batch-id", default=None)
     ingest.set_defaults(handler=_consent_ingest)
     compact = _with_conf(consent.add_parser("compact", help="consent/events -> consent/state (incremental)"))

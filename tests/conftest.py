@@ -69,3 +69,14 @@ def cfg(base_config: KetchConfig, tmp_path: Path) -> KetchConfig:
 def policy(base_config: KetchConfig):
     """The repository's policy."""
     return base_config.policy()
+
+
+@pytest.fixture(scope="session")
+def iab(spark):
+    """IAB Tech Lab's GppModel class (the GPP oracle) through the test session's JVM."""
+    from py4j.java_gateway import JavaClass
+
+    model = spark.sparkContext._jvm.com.iab.gpp.encoder.GppModel
+    if not isinstance(model, JavaClass):
+        pytest.fail("IAB's GPP library is not on the test session's classpath: run `make install` (jar group gpp-oracle)")
+    return model

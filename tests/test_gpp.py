@@ -12,7 +12,6 @@ import datetime as dt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from py4j.java_gateway import JavaClass
 from pyspark.sql import functions as F
 
 from ketch_spark.consent.gpp import GPP_REASONS, US_SECTIONS, gpp_choices, gpp_fields, with_gpp_fields
@@ -41,15 +40,6 @@ IAB_NAMES = {
     "mspa_opt_out_option_mode": "MspaOptOutOptionMode",
     "mspa_service_provider_mode": "MspaServiceProviderMode",
 }
-
-
-@pytest.fixture(scope="module")
-def iab(spark):
-    """IAB's GppModel class through the test session's JVM."""
-    model = spark.sparkContext._jvm.com.iab.gpp.encoder.GppModel
-    if not isinstance(model, JavaClass):
-        pytest.fail("IAB's GPP library is not on the test session's classpath: run `make install` (jar group gpp-oracle)")
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -270,18 +270,33 @@ def _bit_string(text: Column, first_char: int, n_chars: int | None = None) -> Co
     return F.array_join(sextets, "")
 
 
+def _fibonacci_byte_tables() -> list[list[int]]:
+    """Per byte of a codeword's value bits (first bit = weight 1), each byte value's share of the total."""
+    tables = []
+    for first in range(0, _MAX_CODEWORD_BITS, 8):
+        weights = _FIBONACCI[first : first + 8]
+        tables.append([sum(w for j, w in enumerate(weights) if byte >> (7 - j) & 1) for byte in range(256)])
+    return tables
+
+
+_FIBONACCI_BYTES = _fibonacci_byte_tables()
+
+
 def _fibonacci_value(codeword: Column) -> Column:
-    """Value of a Fibonacci codeword of at most :data:`_MAX_CODEWORD_BITS` bits (its value bits, weighted)."""
+    """Value of a Fibonacci codeword of at most :data:`_MAX_CODEWORD_BITS` bits (its value bits, weighted).
+
+    The value bits are read as one number, then weighted a byte at a time
+    through lookup tables: three array reads instead of a sum of 24 terms.
+    """
     value_bits = F.rpad(F.substring(codeword, F.lit(1), F.length(codeword) - 1), _MAX_CODEWORD_BITS, "0")
-    number = F.conv(value_bits, 2, 10).cast("bigint")
-    terms = [
-        F.shiftright(number, _MAX_CODEWORD_BITS - 1 - bit).bitwiseAND(F.lit(1)) * F.lit(weight)
-        for bit, weight in enumerate(_FIBONACCI)
-    ]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
+    number = F.conv(value_bits, 2, 10).cast("int")
+    n_bytes = len(_FIBONACCI_BYTES)
+    total = None
+    for k, table in enumerate(_FIBONACCI_BYTES):
+        byte = F.shiftright(number, 8 * (n_bytes - 1 - k)).bitwiseAND(F.lit(255))
+        term = F.element_at(F.lit(table), byte + 1)
+        total = term if total is None else total + term
+    return total.cast("bigint")
 
 
 # --- stages -------------------------------------------------------------------

@@ -18,6 +18,18 @@ Formats (``fmt``):
   "us_privacy"}`` with at least one of the two strings; see
   :mod:`ketch_spark.consent.tcf` for how they become choices. ``ts`` is needed
   with ``us_privacy`` (the string carries no time).
+* ``gpp``: JSON lines in the ``json`` shape carrying a ``gpp_string`` (an IAB
+  GPP string), with or without ``purposes``; see
+  :mod:`ketch_spark.consent.gpp` for how its sections become choices (through
+  the policy's ``gpp`` mapping). ``ts`` is required: US sections carry no time.
+
+A ``gpp_string`` column in CSV or Parquet inputs is read the same way; a row
+then needs ``purpose`` and ``granted`` only when it has no GPP string. A GPP
+string that cannot be decoded quarantines its record as
+``invalid_gpp_string``, with the decoder's reason and detail. A ``json``
+record carrying ``gpp_string`` is quarantined (``malformed_record``) with a
+detail saying to use ``--format gpp``: GPP decoding is a large plan, so the
+plain JSON format does not pay for it.
 
 Ids: ``user_id`` and ``org_id`` are strings, trimmed (the rule everywhere in
 ketch-spark: the filter and the rights engine compare trimmed ids too). A
@@ -69,6 +81,7 @@ from pyspark import StorageLevel
 from ketch_spark.clock import utc_now, utc_timestamp
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors.hadoopfs import HadoopFs
+from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
 from ketch_spark.policy import Policy
@@ -88,7 +101,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("json", "csv", "parquet", "tcf")
+FORMATS = ("json", "csv", "parquet", "tcf", "gpp")
 #: Machine-readable quarantine reasons.
 REASONS = (
     "malformed_record",
@@ -102,6 +115,7 @@ REASONS = (
     "future_timestamp",
     "invalid_tc_string",
     "invalid_us_privacy",
+    "invalid_gpp_string",
     "unknown_purpose",
     "retired_purpose",
     "invalid_choice",
@@ -109,7 +123,9 @@ REASONS = (
 #: Columns that make two events the same event.
 EVENT_KEY = ("org_id", "user_id", "purpose", "event_ts", "granted")
 CSV_REQUIRED = ("org_id", "user_id", "ts", "purpose", "granted")
-CSV_OPTIONAL = ("source",)
+CSV_OPTIONAL = ("source", "gpp_string")
+#: Columns a row needs only when it carries no GPP string.
+_CHOICE_COLUMNS = ("purpose", "granted")
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL
 _CSV_HEADER_MAX_BYTES = 64 * 1024
 _ID_COLUMNS = ("org_id", "org_id_type", "user_id", "user_id_type")
@@ -281,14 +297,19 @@ def _json_objects(spark: SparkSession, paths: Sequence[str], *fields: tuple[str,
     )
 
 
-def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    """JSON lines -> records with their choices (before the common checks)."""
+def _json_records(spark: SparkSession, paths: Sequence[str], *, gpp: bool = False) -> DataFrame:
+    """JSON lines -> records with their choices (before the common checks).
+
+    With ``gpp``, records keep their ``gpp_string`` (decoded later); without, a
+    record carrying one is quarantined with a pointer to ``--format gpp``.
+    """
     parsed = _json_objects(
         spark,
         paths,
         ("purposes", "$.purposes", "map<string,variant>"),
         ("one_purpose", "$.purpose", "string"),
         ("one_choice", "$.granted", "variant"),
+        ("gpp_string", "$.gpp_string", "string"),
     )
     entries = F.coalesce(
         F.map_entries("purposes"),
@@ -304,10 +325,11 @@ def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
             event_ts.alias("event_ts"),
         ),
     )
-    pre_reason = (
-        F.when(~F.col("is_object"), F.lit("malformed_record"))
-    )
-    pre_detail = F.when(~F.col("is_object"), F.lit("not a JSON object"))
+    stray_gpp = F.lit(False) if gpp else ~_blank(F.col("gpp_string"))
+    pre_reason, pre_detail = _first_match([
+        (~F.col("is_object"), "malformed_record", "not a JSON object"),
+        (stray_gpp, "malformed_record", "the record carries a gpp_string: ingest GPP strings with --format gpp"),
+    ])
     no_choice = F.coalesce(F.size(choices), F.lit(0)) == 0
     return parsed.select(
         "raw", "source_file", *_ID_COLUMNS, "ts_text", "source",
@@ -315,6 +337,7 @@ def _json_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         event_ts.alias("record_ts"),
         no_choice.alias("no_choice"),
         choices.cast(_RAW_CHOICE_TYPE).alias("choices"),
+        *(["gpp_string"] if gpp else []),
     )
 
 
@@ -326,6 +349,7 @@ def _choice_from_text(text: Column) -> tuple[Column, Column]:
 
 
 def _single_choice_records(df: DataFrame, granted: Column, choice_ok: Column, pre_reason: Column, pre_detail: Column) -> DataFrame:
+    """One choice per record (CSV, Parquet in the CSV shape); ``gpp_string`` kept when ``df`` has it."""
     event_ts = _parse_ts(F.col("ts_text"))
     choice = F.struct(
         F.col("purpose").alias("purpose"), granted.alias("granted"), choice_ok.alias("choice_ok"), event_ts.alias("event_ts")
@@ -336,6 +360,7 @@ def _single_choice_records(df: DataFrame, granted: Column, choice_ok: Column, pr
         event_ts.alias("record_ts"),
         _blank(F.col("purpose")).alias("no_choice"),
         F.array(choice).cast(_RAW_CHOICE_TYPE).alias("choices"),
+        *[c for c in ("gpp_string",) if c in df.columns],
     )
 
 
@@ -358,7 +383,8 @@ def _csv_headers(spark: SparkSession, files: Sequence[str]) -> dict[tuple[str, .
     for path in files:
         line = fs.first_line(path, _CSV_HEADER_MAX_BYTES)
         header = _csv_header(line) if line is not None else ()
-        missing = [c for c in CSV_REQUIRED if c not in header]
+        required = [c for c in CSV_REQUIRED if not ("gpp_string" in header and c in _CHOICE_COLUMNS)]
+        missing = [c for c in required if c not in header]
         repeated = sorted({c for c in header if c and header.count(c) > 1})
         if line is None:
             problems.append(f"{path}: empty, or no line break within its first {_CSV_HEADER_MAX_BYTES} bytes")
@@ -374,7 +400,7 @@ def _csv_headers(spark: SparkSession, files: Sequence[str]) -> dict[tuple[str, .
             + "; ".join(problems[:10])
             + (f"; and {len(problems) - 10} more file(s)" if len(problems) > 10 else "")
             + f". The first line of every CSV file must name its columns, in any order: {', '.join(CSV_REQUIRED)}"
-            + f" (optional: {', '.join(CSV_OPTIONAL)})"
+            + f" (optional: {', '.join(CSV_OPTIONAL)}; with gpp_string, {' and '.join(_CHOICE_COLUMNS)} may be left out)"
         )
     return groups
 
@@ -413,6 +439,8 @@ def _csv_records(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, 
         F.when(malformed, F.lit("malformed_record")),
         F.when(malformed, F.lit("fields do not match the header (count or quoting)")),
     )
+    if not any("gpp_string" in header for header in groups):
+        records = records.drop("gpp_string")
     return records, ignored
 
 
@@ -424,6 +452,12 @@ def _require_columns(df: DataFrame, needed: Iterable[str], what: str) -> None:
 
 def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     df = spark.read.parquet(*paths)
+    has_gpp = "gpp_string" in df.columns
+    if has_gpp:
+        df = df.withColumn("gpp_string", F.col("gpp_string").cast("string"))
+        for name in _CHOICE_COLUMNS if "purposes" not in df.columns else ():
+            if name not in df.columns:
+                df = df.withColumn(name, F.lit(None).cast("string"))
     raw = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
     base = df.select(
         "*", raw.alias("raw"), F.col("_metadata.file_path").alias("source_file")
@@ -447,6 +481,7 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
             event_ts.alias("record_ts"),
             (F.coalesce(F.size(choices), F.lit(0)) == 0).alias("no_choice"),
             choices.cast(_RAW_CHOICE_TYPE).alias("choices"),
+            *(["gpp_string"] if has_gpp else []),
         )
     _require_columns(df, ("org_id", "user_id", "ts", "purpose", "granted"), "parquet consent input (CSV shape)")
     if dtypes["granted"] == "boolean":
@@ -454,7 +489,7 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     else:
         granted, choice_ok = _choice_from_text(F.col("granted").cast("string"))
     selected = base.select(
-        "raw", "source_file", "granted",
+        "raw", "source_file", "granted", *(["gpp_string"] if has_gpp else []),
         *_parquet_ids(dtypes),
         F.col("ts").cast("string").alias("ts_text"),
         F.col("purpose").cast("string").alias("purpose"),
@@ -522,15 +557,46 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
 
 def _records(spark: SparkSession, policy: Policy, fmt: str, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
     """The input's records, and the input columns ignored (CSV header or Parquet columns ketch-spark does not read)."""
-    if fmt == "json":
-        return _json_records(spark, paths), []
-    if fmt == "csv":
-        return _csv_records(spark, paths)
-    if fmt == "parquet":
+    if fmt == "tcf":
+        return _tcf_records(spark, paths, policy), []
+    ignored: list[str] = []
+    if fmt in ("json", "gpp"):
+        records = _json_records(spark, paths, gpp=fmt == "gpp")
+    elif fmt == "csv":
+        records, ignored = _csv_records(spark, paths)
+    else:
         records = _parquet_records(spark, paths)
         read = {*CSV_COLUMNS, "purposes"}
-        return records, sorted(c for c in spark.read.parquet(*paths).columns if c not in read)
-    return _tcf_records(spark, paths, policy), []
+        ignored = sorted(c for c in spark.read.parquet(*paths).columns if c not in read)
+    if "gpp_string" in records.columns:
+        records = _with_gpp_choices(records, policy)
+    return records, ignored
+
+
+def _with_gpp_choices(records: DataFrame, policy: Policy) -> DataFrame:
+    """Records with their GPP string's choices added, and ``invalid_gpp_string`` when it cannot be decoded.
+
+    A record's own choices stay (none when it names no purpose); US-section
+    choices take the record's time, a tcfeuv2 section's its LastUpdated.
+    """
+    decoded = with_gpp_fields(records, "gpp_string", "gpp")
+    has_gpp = ~_blank(F.col("gpp_string"))
+    bad = has_gpp & ~F.coalesce(F.col("gpp.valid"), F.lit(False))
+    empty = F.array().cast(_RAW_CHOICE_TYPE)
+    from_gpp = F.transform(
+        gpp_choices("gpp", "record_ts", policy),
+        lambda c: F.struct(c["purpose"].alias("purpose"), c["granted"].alias("granted"), F.lit(True).alias("choice_ok"), c["event_ts"].alias("event_ts")),
+    )
+    own = F.when(F.col("no_choice"), empty).otherwise(F.col("choices"))
+    gpp_detail = F.concat(F.col("gpp.reason"), F.lit(": "), F.col("gpp.detail"))
+    replaced = ("pre_reason", "pre_detail", "no_choice", "choices", "gpp_string", "gpp")
+    return decoded.select(
+        *[c for c in decoded.columns if c not in replaced],
+        F.coalesce(F.col("pre_reason"), F.when(bad, F.lit("invalid_gpp_string"))).alias("pre_reason"),
+        F.coalesce(F.col("pre_detail"), F.when(bad, gpp_detail)).alias("pre_detail"),
+        (F.col("no_choice") & ~has_gpp).alias("no_choice"),
+        F.concat(own, F.when(has_gpp, from_gpp).otherwise(empty)).cast(_RAW_CHOICE_TYPE).alias("choices"),
+    )
 
 
 # ---------------------------------------------------------------- common checks
