@@ -72,10 +72,15 @@ class FilterSettings:
             persisted for its later filters, and how many broadcast relations of
             them (one per key set and build-side filter) the session extension
             keeps; 0 turns the reuse off.
+        session_extension: Load ketch-spark's session extension (opt-in: it
+            plans with Spark internals, see :mod:`ketch_spark.extensions`) in
+            the embedded session, so a kept key set's broadcast relation is
+            built once per application rather than once per query.
     """
 
     broadcast_max_bytes: int = 256 * 1024 * 1024
     key_set_cache_entries: int = 4
+    session_extension: bool = False
 
 
 @dataclass(frozen=True)
@@ -371,7 +376,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         spark[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
     consent_raw = _section(data, "consent", source, ("max_future_skew_seconds", "earliest_event_date", "max_id_length",
                                                           "max_quarantined_share"))
-    filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries"))
+    filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries", "session_extension"))
     return KetchConfig(
         warehouse=warehouse,
         policy_path=policy,
@@ -386,6 +391,9 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         filter=FilterSettings(
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),
             key_set_cache_entries=_int_setting(filter_raw, "key_set_cache_entries", 4, source, "filter", minimum=0),
+            session_extension=_expect(
+                filter_raw.get("session_extension", False), bool, source, "filter.session_extension", "true or false"
+            ),
         ),
         dsr=dsr_settings_from_mapping(_section(data, "dsr", source, None), source),
         sections={name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data},

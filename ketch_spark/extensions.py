@@ -11,12 +11,19 @@ query costs little more than the unfiltered one. The plan keeps its
 ``BroadcastHashJoin``; its build side reads ``KeptBroadcast <key set>`` instead of
 ``BroadcastExchange``. Without the extension the filter gives the same rows.
 
-``python -m ketch_spark.jars install`` (``make install``) compiles the source with
-the Scala compiler pyspark ships into ``.ketch/jars/ketch-spark-extensions-<hash>.jar``;
-the embedded session puts it on the classpath and registers it. On a cluster pass
-``--jars <that jar>`` and add :data:`EXTENSION_CLASS` to ``spark.sql.extensions``
-(``python -m ketch_spark.jars extension`` prints both). Setting
-``spark.ketch.keptRelations.enabled=false`` in a session turns it off.
+It is opt-in: it plans with Spark internals (``QueryExecution.prepareExecutedPlan``,
+the ``BroadcastHashJoinExec`` constructor, ``HashedRelationBroadcastMode``), which
+change between Spark versions. ``python -m ketch_spark.jars install`` (``make
+install``) compiles the source with the Scala compiler pyspark ships into
+``.ketch/jars/ketch-spark-extensions-spark<version>-<hash>.jar``, named after the
+pyspark version and the source it was built from; a compile failure is a warning,
+not an error. With ``filter.session_extension: true`` the embedded session puts the
+jar on the classpath and registers it; a missing jar is one warning and a session
+without it. On a cluster pass ``--jars <that jar>`` and add :data:`EXTENSION_CLASS`
+to ``spark.sql.extensions`` (``python -m ketch_spark.jars extension`` prints both).
+Under another Spark version, or when it fails to link, the extension turns itself
+off with one warning and Spark plans the join the usual way. Setting
+``spark.ketch.keptRelations.enabled=false`` in a session turns it off too.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 from py4j.java_gateway import JavaClass
+from py4j.protocol import Py4JError
 from pyspark.sql import SparkSession
 
 from ketch_spark.errors import KetchError
@@ -39,6 +47,7 @@ __all__ = [
     "KEPT_KEY_SET_PREFIX",
     "KEPT_RELATIONS_CONF",
     "build_extension_jar",
+    "try_build_extension_jar",
     "extension_active",
     "extension_jar",
     "kept_relation_count",
@@ -58,13 +67,21 @@ _SOURCE = Path(__file__).resolve().parent / "jvm" / "KeptKeySets.scala"
 _JAR_STEM = "ketch-spark-extensions"
 
 
-def _source_digest() -> str:
-    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+def _spark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def _jar_name() -> str:
+    """The jar's name: the pyspark version and a digest of the source it is built from."""
+    digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+    return f"{_JAR_STEM}-spark{_spark_version()}-{digest}.jar"
 
 
 def extension_jar(jars_dir: Path) -> Path | None:
-    """The extension jar built from the current source in ``jars_dir``, ``None`` when not built."""
-    jar = jars_dir / f"{_JAR_STEM}-{_source_digest()}.jar"
+    """The extension jar built from the current source for this pyspark in ``jars_dir``, ``None`` when not built."""
+    jar = jars_dir / _jar_name()
     return jar if jar.is_file() else None
 
 
@@ -88,9 +105,15 @@ def _compile(output: Path) -> None:
             f"pyspark's jars folder lacks the Scala compiler (found {[j.name for j in compiler]}); "
             "reinstall pyspark (`make install`)"
         )
+    build_info = output.parent / "BuildInfo.scala"
+    build_info.write_text(
+        "package org.apache.spark.sql.ketch\n\n/** The Spark version this jar was compiled against. */\n"
+        f'object BuildInfo {{ val SparkVersion = "{_spark_version()}" }}\n',
+        encoding="utf-8",
+    )
     command = [
         _java(), "-cp", os.pathsep.join(map(str, compiler)), "scala.tools.nsc.Main",
-        "-nowarn", "-classpath", os.pathsep.join(map(str, jars)), "-d", str(output), str(_SOURCE),
+        "-nowarn", "-classpath", os.pathsep.join(map(str, jars)), "-d", str(output), str(_SOURCE), str(build_info),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not output.is_file():
@@ -110,7 +133,7 @@ def build_extension_jar(jars_dir: Path) -> Path:
     built = extension_jar(jars_dir)
     if built is not None:
         return built
-    target = jars_dir / f"{_JAR_STEM}-{_source_digest()}.jar"
+    target = jars_dir / _jar_name()
     with tempfile.TemporaryDirectory(dir=jars_dir) as tmp:
         staged = Path(tmp) / target.name
         _compile(staged)
@@ -122,16 +145,28 @@ def build_extension_jar(jars_dir: Path) -> Path:
     return target
 
 
+def try_build_extension_jar(jars_dir: Path) -> Path | None:
+    """:func:`build_extension_jar`, with a warning instead of an error when it cannot be built (it is optional)."""
+    try:
+        return build_extension_jar(jars_dir)
+    except (KetchError, OSError) as exc:
+        logger.warning("ketch-spark's optional session extension was not built (%s); consent filters work without it", exc)
+        return None
+
+
 def _registry(spark: SparkSession) -> JavaClass | None:
-    """The JVM registry of kept relations, ``None`` when the extension is not registered in ``spark``."""
+    """The JVM registry of kept relations, ``None`` when the extension is not registered in ``spark`` or is off."""
     if EXTENSION_CLASS not in spark.conf.get("spark.sql.extensions", "").split(","):
         return None
-    registry = spark.sparkContext._jvm.org.apache.spark.sql.ketch.KeptKeySets
-    return registry if isinstance(registry, JavaClass) else None
+    try:
+        registry = spark.sparkContext._jvm.org.apache.spark.sql.ketch.KeptKeySets
+        return registry if isinstance(registry, JavaClass) and registry.active() else None
+    except Py4JError:  # a jar of another build: treated as absent
+        return None
 
 
 def extension_active(spark: SparkSession) -> bool:
-    """Whether ``spark`` registers the extension, has its jar and does not turn kept relations off."""
+    """Whether ``spark`` registers the extension, has a working jar and does not turn kept relations off."""
     enabled = spark.conf.get(KEPT_RELATIONS_CONF, "true").strip().lower() == "true"
     return enabled and _registry(spark) is not None
 

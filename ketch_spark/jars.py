@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ketch_spark.errors import JarsNotInstalledError, KetchError
-from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, build_extension_jar, extension_jar
+from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar, try_build_extension_jar
 
 __all__ = [
     "JAR_GROUPS",
@@ -208,7 +208,7 @@ def _main(argv: list[str] | None = None) -> int:
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         install_jars(args.group or [*JAR_GROUPS, *TEST_JAR_GROUPS], jars_dir)
-        build_extension_jar(jars_dir)
+        try_build_extension_jar(jars_dir)
         (jars_dir / _MANIFEST).touch()
         print(f"jars ready in {jars_dir}")
     return 0

@@ -15,7 +15,7 @@ from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
 from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
 
-__all__ = ["spark_session", "delta_settings", "s3a_settings", "is_connect_session"]
+__all__ = ["spark_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +151,35 @@ def spark_session(
     from ketch_spark.config import load_config
 
     cfg = cfg or load_config()
-    settings: dict[str, str] = {}
     managed = _inside_spark_submit()
+    settings = session_settings(cfg, extra, managed=managed)
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    logger.info("spark session ready (master=%s)", spark.sparkContext.master)
+    return spark
+
+
+def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *, managed: bool = False) -> dict[str, str]:
+    """The settings :func:`spark_session` gives the builder (``managed``: inside spark-submit).
+
+    Raises:
+        JarsNotInstalledError: Not managed and the Delta jars are not installed.
+    """
+    settings: dict[str, str] = {}
     extension: Path | None = None
     if not managed:
         settings.update(_LOCAL_DEFAULTS)
         settings["spark.master"] = "local[*]"
         jars_dir = default_jars_dir(cfg.jars_dir)
-        extension = extension_jar(jars_dir)
+        extension = extension_jar(jars_dir) if cfg.filter.session_extension else None
         settings["spark.jars"] = _local_jars(jars_dir, extension)
-        if extension is None:
+        if cfg.filter.session_extension and extension is None:
             logger.warning(
-                "ketch-spark's session extension is not built in %s (run `make install`): consent filters "
-                "then rebuild the broadcast of a kept key set for every query", jars_dir
+                "filter.session_extension is on but ketch-spark's session extension is not built for this pyspark "
+                "in %s (run `make install`): the session starts without it, and consent filters broadcast a kept "
+                "key set for every query", jars_dir
             )
     settings.update(_DELTA)
     ours = [EXTENSION_CLASS] if extension is not None else []
@@ -173,9 +189,4 @@ def spark_session(
     settings.update(extra or {})
     if managed:
         settings.pop("spark.master", None)
-    builder = SparkSession.builder.appName(app_name)
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    logger.info("spark session ready (master=%s)", spark.sparkContext.master)
-    return spark
+    return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,11 +10,17 @@ import pytest
 
 from ketch_spark.config import KetchConfig, load_config
 from ketch_spark.errors import JarsNotInstalledError
+from ketch_spark.extensions import extension_jar
 from ketch_spark.jars import TEST_JAR_GROUPS, default_jars_dir, installed_jar_paths
 
 REPO = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["services"]
+
+#: Tests of ketch-spark's optional session extension run only where `make install` could build it.
+needs_extension = pytest.mark.skipif(
+    extension_jar(default_jars_dir()) is None, reason="ketch-spark's optional session extension is not built"
+)
 
 TEST_SPARK_SETTINGS = {
     "spark.master": "local[2]",
@@ -49,8 +56,11 @@ def spark(base_config: KetchConfig, tmp_path_factory: pytest.TempPathFactory):
     from ketch_spark.session import spark_session
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    cfg = base_config.with_warehouse(warehouse)
+    # the test session loads the opt-in session extension when it is built (its tests skip otherwise)
+    cfg = dataclasses.replace(cfg, filter=dataclasses.replace(cfg.filter, session_extension=True))
     session = spark_session(
-        base_config.with_warehouse(warehouse),
+        cfg,
         app_name="ketch-spark-tests",
         extra={**TEST_SPARK_SETTINGS, **oracle_jar_settings(), "spark.sql.warehouse.dir": str(warehouse)},
     )

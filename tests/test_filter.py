@@ -33,10 +33,11 @@ from ketch_spark.consent.filter import (
     release_key_sets,
 )
 from ketch_spark.extensions import KEPT_KEY_SET_PREFIX as KEPT
-from ketch_spark.extensions import KEPT_RELATIONS_CONF, kept_relation_count
+from ketch_spark.extensions import KEPT_RELATIONS_CONF, extension_active, kept_relation_count
 from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
 from ketch_spark.tables import ensure_table, table_path, table_spec
+from conftest import needs_extension
 from state_rows import state_row
 
 ANALYTICS = 1  # consent basis
@@ -161,7 +162,7 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
     second = consent_filter("analytics", state_cfg)
     second_df = facts_df.transform(second)
     assert second.info.key_set_reused is False and KEPT in plan_of(second_df)
-    assert second.info.relation_kept is True
+    assert second.info.relation_kept is extension_active(spark)
     assert rows_of(second_df) == [1, 2]  # reads the state and fills the kept key set
 
     again = consent_filter("analytics", state_cfg)
@@ -211,6 +212,7 @@ def test_key_set_is_kept_from_its_second_use_per_state_version(spark, state_cfg,
     assert release_key_sets() == 1  # version 1's key set was still kept
 
 
+@needs_extension
 def test_kept_key_set_serves_one_broadcast_relation_per_org_until_released(
     spark, base_config, state_cfg, facts_df, tmp_path
 ):

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
+import pyspark
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from ketch_spark.extensions import EXTENSION_CLASS, build_extension_jar, extension_active, extension_jar
+from conftest import needs_extension
+from ketch_spark.errors import KetchError
+from ketch_spark.extensions import (
+    EXTENSION_CLASS,
+    build_extension_jar,
+    extension_active,
+    extension_jar,
+    try_build_extension_jar,
+)
 from ketch_spark.jars import default_jars_dir
-from ketch_spark.session import _extensions, delta_settings, s3a_settings
+from ketch_spark.session import _extensions, delta_settings, s3a_settings, session_settings
 from ketch_spark.config import config_from_mapping
 
 
@@ -36,8 +48,44 @@ def test_session_is_configured(spark):
     assert spark.sparkContext.getConf().get("spark.broadcast.compress") == "false"  # embedded default
     assert conf.get("spark.sql.catalog.spark_catalog") == delta_settings()["spark.sql.catalog.spark_catalog"]
     extensions = conf.get("spark.sql.extensions").split(",")
-    assert extensions == [delta_settings()["spark.sql.extensions"], EXTENSION_CLASS]
-    assert extension_active(spark)  # built by `make install`, on the classpath, registered
+    built = extension_jar(default_jars_dir()) is not None
+    assert extensions == [delta_settings()["spark.sql.extensions"], *([EXTENSION_CLASS] if built else [])]
+    assert extension_active(spark) is built  # the test session opts in; on the classpath and registered when built
+
+
+def test_session_extension_is_opt_in(base_config):
+    settings = session_settings(base_config)
+    assert base_config.filter.session_extension is False
+    assert settings["spark.sql.extensions"] == delta_settings()["spark.sql.extensions"]
+    assert "ketch-spark-extensions" not in settings["spark.jars"]
+
+
+@needs_extension
+def test_opted_in_session_loads_the_jar_built_for_this_pyspark(base_config):
+    cfg = dataclasses.replace(base_config, filter=dataclasses.replace(base_config.filter, session_extension=True))
+    settings = session_settings(cfg)
+    jar = extension_jar(default_jars_dir())
+    assert f"spark{pyspark.__version__}-" in jar.name and str(jar) in settings["spark.jars"].split(",")
+    assert settings["spark.sql.extensions"].split(",")[-1] == EXTENSION_CLASS
+
+
+def test_opted_in_session_without_the_jar_starts_without_it_with_one_warning(base_config, monkeypatch, caplog):
+    cfg = dataclasses.replace(base_config, filter=dataclasses.replace(base_config.filter, session_extension=True))
+    monkeypatch.setattr("ketch_spark.session.extension_jar", lambda jars_dir: None)
+    with caplog.at_level(logging.WARNING, logger="ketch_spark.session"):
+        settings = session_settings(cfg)
+    assert settings["spark.sql.extensions"] == delta_settings()["spark.sql.extensions"]
+    assert [r.getMessage() for r in caplog.records if "session extension" in r.getMessage()][0].count("make install") == 1
+
+
+def test_a_failed_extension_build_is_a_warning(tmp_path, monkeypatch, caplog):
+    def fail(output):
+        raise KetchError("could not compile KeptKeySets.scala")
+
+    monkeypatch.setattr("ketch_spark.extensions._compile", fail)
+    with caplog.at_level(logging.WARNING, logger="ketch_spark.extensions"):
+        assert try_build_extension_jar(tmp_path) is None
+    assert "consent filters work without it" in caplog.text and not list(tmp_path.glob("*.jar"))
 
 
 def test_submitted_session_extensions_are_kept_next_to_deltas():
@@ -47,6 +95,7 @@ def test_submitted_session_extensions_are_kept_next_to_deltas():
     assert _extensions([""], []) == delta
 
 
+@needs_extension
 def test_extension_jar_is_built_once_per_source(tmp_path):
     jar = extension_jar(default_jars_dir())
     assert jar is not None and jar.parent == default_jars_dir()

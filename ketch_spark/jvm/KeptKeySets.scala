@@ -5,6 +5,11 @@
  *
  * It lives under org.apache.spark.sql to plan the key set with QueryExecution.prepareExecutedPlan
  * (private[sql]), which plans it without adaptive execution while an outer query runs.
+ *
+ * It uses Spark internals, so it is built per Spark version (BuildInfo, written at build time, names
+ * the one it was compiled against): under another Spark it registers nothing, and a linkage error
+ * while planning turns it off for the application; either way it logs one warning and Spark plans
+ * the join the usual way (same rows, a broadcast per query).
  */
 package org.apache.spark.sql.ketch
 
@@ -13,6 +18,7 @@ import java.util.{LinkedHashMap => JLinkedHashMap}
 import scala.jdk.CollectionConverters._
 import scala.util.control.NonFatal
 
+import org.apache.spark.SPARK_VERSION
 import org.apache.spark.broadcast.Broadcast
 import org.apache.spark.rdd.RDD
 import org.apache.spark.sql.SparkSessionExtensions
@@ -27,11 +33,16 @@ import org.apache.spark.sql.classic
 import org.apache.spark.sql.execution.{LeafExecNode, QueryExecution, SparkPlan, SparkStrategy}
 import org.apache.spark.sql.execution.columnar.InMemoryRelation
 import org.apache.spark.sql.execution.joins.{BroadcastHashJoinExec, HashJoin, HashedRelationBroadcastMode}
+import org.slf4j.LoggerFactory
 
 /** Registered through `spark.sql.extensions`. */
 class KetchSparkExtensions extends (SparkSessionExtensions => Unit) {
   override def apply(extensions: SparkSessionExtensions): Unit =
-    extensions.injectPlannerStrategy(session => KeptKeySetJoins(session.asInstanceOf[classic.SparkSession]))
+    if (SPARK_VERSION == BuildInfo.SparkVersion) {
+      extensions.injectPlannerStrategy(session => KeptKeySetJoins(session.asInstanceOf[classic.SparkSession]))
+    } else {
+      KeptKeySets.turnOff(s"it was built for Spark ${BuildInfo.SparkVersion}, this is Spark $SPARK_VERSION")
+    }
 }
 
 /**
@@ -50,6 +61,20 @@ object KeptKeySets {
   /** Keyed by the build side and the join keys' mode: the same key set probed by (user, org) is another relation. */
   private val relations = new JLinkedHashMap[(LogicalPlan, BroadcastMode), Broadcast[Any]](16, 0.75f, true)
   private var capacity = 4
+  @volatile private var offBecause: Option[String] = None
+
+  /** Whether the extension plans kept relations in this JVM (false once turned off). */
+  def active: Boolean = offBecause.isEmpty
+
+  /** Turns the extension off for this JVM, with one warning saying why. */
+  def turnOff(why: String): Unit = synchronized {
+    if (offBecause.isEmpty) {
+      offBecause = Some(why)
+      LoggerFactory.getLogger(getClass).warn(
+        s"ketch-spark's session extension is off: $why. Consent filters give the same rows, with a broadcast " +
+          "per query; rebuild it with `python -m ketch_spark.jars install` for this Spark, or leave it out.")
+    }
+  }
 
   def enabled(session: classic.SparkSession): Boolean =
     session.conf.get(EnabledConf, "true").trim.equalsIgnoreCase("true")
@@ -122,7 +147,17 @@ object KeptKeySets {
 
 /** Plans a broadcast-hinted semi or anti join whose build side is a kept key set on a kept relation. */
 case class KeptKeySetJoins(session: classic.SparkSession) extends SparkStrategy {
-  override def apply(plan: LogicalPlan): Seq[SparkPlan] = plan match {
+  override def apply(plan: LogicalPlan): Seq[SparkPlan] =
+    if (!KeptKeySets.active) Nil
+    else
+      try planKept(plan)
+      catch {
+        case e: LinkageError =>
+          KeptKeySets.turnOff(s"it does not link against this Spark ($e)")
+          Nil
+      }
+
+  private def planKept(plan: LogicalPlan): Seq[SparkPlan] = plan match {
     case ExtractEquiJoinKeys(joinType @ (LeftSemi | LeftAnti), leftKeys, rightKeys, otherCondition, _, left, right, hint)
         if hint.rightHint.exists(_.strategy.contains(BROADCAST)) && KeptKeySets.isKeptKeySet(right) &&
           KeptKeySets.enabled(session) =>

@@ -1,21 +1,24 @@
 """Consent filter benchmark: the story's analytics query, unfiltered vs consent_filter vs the story's join.
 
 Data: datagen ``user_events`` (Delta, partitioned by event_day, 20M rows, 4M
-users, 5 orgs of skewed sizes; with 2M users the big customer's per-purpose rows
-stay under Spark's 10 MB estimate and the story's join is still broadcast), a consent state for those users written with
-the contract's schema (realistic consent rates, clustered by org_id as an
-optimized table would be), and the story's per-purpose row table
-(org_id, user_id, consent_purpose, consent_value), Delta, partitioned by org_id.
+users, 5 orgs of skewed sizes), consent choices for those users at realistic
+rates, and from them: consent/state exactly as ketch-spark writes it (the choices
+ingested as Parquet in two batches, 90 % then 10 %, and compacted after each, so
+the state has MERGE-written files and deletion vectors), and the story's
+per-purpose row table (org_id, user_id, consent_purpose, consent_value), Delta,
+partitioned by org_id.
 
 Query (the story's): distinct users per event_site, PAGE_VIEW, last 30 days, one org:
 
 * (a) unfiltered;
 * (b) with ``consent_filter("analytics", cfg)`` (made and applied inside the timed run), in two
   states: "b first", the first filter of the application on this consent version
-  (reads consent/state; timed after ``release_key_sets()``), and "b", a later
-  filter of the same application once the key set is kept, with its broadcast
-  relation kept by ketch-spark's session extension (the steady state of a
-  pipeline with several inputs, a scheduled job's later queries, or a notebook);
+  (reads consent/state; timed after ``release_key_sets()``, as after a
+  compaction commit), "b", a later filter of the same application once the key
+  set is kept (the steady state of a pipeline with several inputs, a scheduled
+  job's later queries, or a notebook), without the session extension (the
+  default), and "b ext", the same with the opt-in session extension keeping the
+  broadcast relation;
 * (c) the story's hand-written rewrite: ``JOIN consent_rows c ON ... AND
   c.consent_purpose = 'analytics' AND c.consent_value = true``, planned by Spark's
   defaults (broadcast only under the 10 MB autoBroadcastJoinThreshold).
@@ -25,7 +28,8 @@ itself, and the big customer (~45 % of users), whose rows exceed Spark's default
 broadcast threshold so the hand-written join falls back to a sort-merge join.
 Two phases, each interleaved (a, b, c, a, b, c, ...) after one warm-up round,
 keeping the best time of each: first with the key set released before every
-filter, then with it kept (filled by two filters before the phase).
+filter, then with it kept (filled by two filters before the phase), with the
+extension's kept relations on and off in the same rounds.
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ from typing import Callable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import pack_bits
 from ketch_spark.config import KetchConfig
+from ketch_spark.consent.compact import compact_consent
 from ketch_spark.consent.filter import consent_filter, last_filter_info, release_key_sets
+from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.datagen import generate_profiles, generate_user_events, org_ids
-from ketch_spark.tables import ensure_table, table_path
+from ketch_spark.extensions import KEPT_RELATIONS_CONF, extension_active
 
 from timing import ratio
 
@@ -87,33 +92,34 @@ def _choices(users_df: DataFrame, cfg: KetchConfig) -> DataFrame:
         F.col("p.bit").alias("bit"),
         F.col("p.purpose").alias("purpose"),
         (_uniform("grant", F.col("user_id"), F.col("p.purpose")) < F.col("p.p_grant")).alias("granted"),
-        F.timestamp_seconds(F.lit(1_764_000_000) + seconds).alias("event_ts"),
+        F.timestamp_seconds(F.lit(1_730_000_000) + seconds).alias("event_ts"),
     )
 
 
-def _write_state(spark: SparkSession, cfg: KetchConfig, choices_df: DataFrame, n_files: int) -> None:
-    """Writes consent/state (contract schema) clustered by org_id."""
-    n_words = cfg.policy().n_words
-    state_df = choices_df.groupBy("org_id", "user_id").agg(
-        F.collect_list(F.when(F.col("granted"), F.col("bit"))).alias("granted_bits"),
-        F.collect_list("bit").alias("known_bits"),
-        F.map_from_entries(F.collect_list(F.struct("bit", "event_ts"))).alias("purpose_ts"),
-    )
-    state_df = state_df.select(
-        "org_id",
-        "user_id",
-        pack_bits("granted_bits", n_words).alias("granted"),
-        pack_bits("known_bits", n_words).alias("known"),
-        "purpose_ts",
-        F.current_timestamp().alias("updated_at"),
-    )
-    ensure_table(spark, cfg, "consent_state")
-    state_df.repartitionByRange(n_files, "org_id", "user_id").sortWithinPartitions("org_id", "user_id").write.format(
-        "delta"
-    ).mode("append").save(table_path(cfg, "consent_state"))
+def _write_state(spark: SparkSession, cfg: KetchConfig, choices_df: DataFrame, workdir: Path) -> list[str]:
+    """consent/state as ketch-spark writes it: the choices ingested in two batches, compacted after each."""
+    notes = []
+    second = _uniform("batch", F.col("user_id"), F.col("purpose")) < 0.1
+    for n, part in enumerate((~second, second), start=1):
+        raw = str(workdir / f"raw-{n}")
+        choices_df.where(part).select(
+            "org_id", "user_id", F.col("event_ts").alias("ts"), "purpose", "granted", F.lit("bench").alias("source")
+        ).write.parquet(raw)
+        started = time.perf_counter()
+        ingested = ingest_consent(spark, cfg, raw, fmt="parquet", batch_id=f"bench-{n}", validate=False)
+        if ingested.quarantined or ingested.duplicates:
+            raise AssertionError(f"bench choices were not all accepted: {ingested.summary()}")
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        compacted = compact_consent(spark, cfg)
+        notes.append(
+            f"batch {n}: {ingested.accepted:,} choices ingested in {ingest_s:.0f} s, compacted in "
+            f"{time.perf_counter() - started:.0f} s ({compacted.inserted:,} state rows inserted, {compacted.updated:,} updated)"
+        )
+    return notes
 
 
-def _prepare(spark: SparkSession, cfg: KetchConfig, workdir: Path, n_rows: int, n_users: int) -> dict[str, str]:
+def _prepare(spark: SparkSession, cfg: KetchConfig, workdir: Path, n_rows: int, n_users: int) -> tuple[dict[str, str], list[str]]:
     paths = {"events": str(workdir / "user_events"), "rows": str(workdir / "consent_rows")}
     started = time.perf_counter()
     generate_user_events(spark, n_rows=n_rows, n_users=n_users, n_orgs=N_ORGS, seed=SEED, end=END).write.format(
@@ -123,12 +129,12 @@ def _prepare(spark: SparkSession, cfg: KetchConfig, workdir: Path, n_rows: int, 
     choices_path = str(workdir / "choices")
     _choices(users_df, cfg).write.format("parquet").save(choices_path)
     choices_df = spark.read.parquet(choices_path)
-    _write_state(spark, cfg, choices_df, n_files=max(4, n_users // 100_000))
+    notes = _write_state(spark, cfg, choices_df, workdir)
     choices_df.select(
         "org_id", "user_id", F.col("purpose").alias("consent_purpose"), F.col("granted").alias("consent_value")
     ).write.format("delta").partitionBy("org_id").save(paths["rows"])
     logger.info("bench_filter data ready in %.0f s", time.perf_counter() - started)
-    return paths
+    return paths, notes
 
 
 def _story_query(events_df: DataFrame, org: str) -> DataFrame:
@@ -194,6 +200,16 @@ def _measure_org(spark: SparkSession, cfg: KetchConfig, events_path: str, org: s
         release_key_sets()
         return filtered()
 
+    def filtered_with(extension: bool) -> Callable[[], list]:
+        def run() -> list:
+            spark.conf.set(KEPT_RELATIONS_CONF, str(extension).lower())
+            try:
+                return filtered()
+            finally:
+                spark.conf.unset(KEPT_RELATIONS_CONF)
+
+        return run
+
     def naive() -> list:
         return spark.sql(_naive_sql(org)).collect()
 
@@ -208,7 +224,10 @@ def _measure_org(spark: SparkSession, cfg: KetchConfig, events_path: str, org: s
     filtered()
     if sorted(map(tuple, filtered())) != naive_rows:  # the second use reads the key set it keeps
         raise AssertionError(f"consent_filter with a kept key set and the story's join disagree for {org}")
-    times = _interleaved_best({"a": unfiltered, "b": filtered, "c": naive}, rounds)
+    kept_runs = {"a": unfiltered, "b": filtered_with(False), "c": naive}
+    if extension_active(spark):
+        kept_runs["b ext"] = filtered_with(True)
+    times = _interleaved_best(kept_runs, rounds)
     reused, relation_kept = last_filter_info().key_set_reused, last_filter_info().relation_kept
     release_key_sets()
     times.update({f"{name} first": value for name, value in first.items()})
@@ -226,7 +245,7 @@ def _measure_org(spark: SparkSession, cfg: KetchConfig, events_path: str, org: s
 
 def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> dict:
     n_rows, n_users, rounds = (400_000, 40_000, 1) if quick else (20_000_000, 4_000_000, 5)
-    paths = _prepare(spark, cfg, workdir, n_rows, n_users)
+    paths, state_notes = _prepare(spark, cfg, workdir, n_rows, n_users)
     spark.read.format("delta").load(paths["events"]).createOrReplaceTempView("bench_user_events")
     spark.read.format("delta").load(paths["rows"]).createOrReplaceTempView("bench_consent_rows")
     orgs = org_ids(N_ORGS)
@@ -235,6 +254,7 @@ def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> di
     notes = [
         f"user_events: {n_rows:,} rows, {n_users:,} users, {N_ORGS} orgs (Delta, partitioned by event_day); "
         f"interleaved best of {rounds} after a warm-up; local[2] on a shared machine",
+        "consent/state written by ketch-spark (ingest + compaction, no hand-made layout): " + "; ".join(state_notes),
     ]
     for size, org in cases.items():
         m = _measure_org(spark, cfg, paths["events"], org, rounds)
@@ -242,13 +262,16 @@ def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> di
         figures[f"b/a {size}"] = ratio(t["b"], t["a"])
         figures[f"c/b {size}"] = ratio(t["c"], t["b"])
         figures[f"b first/a {size}"] = ratio(t["b first"], t["a first"])
+        if "b ext" in t:
+            figures[f"b ext/a {size}"] = ratio(t["b ext"], t["a"])
+            figures[f"extension gain {size}"] = ratio(t["b"], t["b ext"])
         figures[f"c/b first {size}"] = ratio(t["c first"], t["b first"])
         figures[f"c join {size}"] = m["c_join"]
         figures[f"b join {size}"] = m["b_join"]
         info = m["info"]
         notes.append(
-            f"{size} customer {org}: key set kept (reused: {m['reused']}, relation kept: {m['relation_kept']}): "
-            f"a={t['a']:.2f}s b={t['b']:.2f}s c={t['c']:.2f}s; "
+            f"{size} customer {org}: key set kept (reused: {m['reused']}, relation kept with the extension: {m['relation_kept']}): "
+            f"a={t['a']:.2f}s b={t['b']:.2f}s b ext={t.get('b ext', float('nan')):.2f}s c={t['c']:.2f}s; "
             f"first filter of the application: a={t['a first']:.2f}s b={t['b first']:.2f}s c={t['c first']:.2f}s; "
             f"story join's consent side estimated by Spark at {m['c_estimate'] / 2**20:.1f} MB "
             f"(default broadcast threshold {SPARK_DEFAULT_BROADCAST / 2**20:.0f} MB) -> {m['c_join']}; "

@@ -13,6 +13,7 @@ per benchmark, so running one benchmark keeps the others' last figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib.util
 import json
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(REPORT_JSON.read_text()) if REPORT_JSON.is_file() else {"benchmarks": {}}
     with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
         base = load_config(REPO / "conf" / "ketch.yaml").with_warehouse(Path(tmp) / "warehouse")
-        spark = spark_session(base, app_name="ketch-spark-bench", extra=BENCH_SPARK_SETTINGS)
+        # the opt-in session extension is loaded (when built) so the filter benchmark can measure it on and off
+        opted_in = dataclasses.replace(base, filter=dataclasses.replace(base.filter, session_extension=True))
+        spark = spark_session(opted_in, app_name="ketch-spark-bench", extra=BENCH_SPARK_SETTINGS)
         spark.sparkContext.setLogLevel("ERROR")
         for name in args.names or list(modules):
             started = time.perf_counter()

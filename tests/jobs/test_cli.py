@@ -184,11 +184,12 @@ def test_jobs_run_under_spark_submit(spark, tmp_path):
     conf = tmp_path / "ketch.yaml"
     conf.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
     raw = write_raw_consent(spark, load_config(conf).policy(), tmp_path / "raw", fmt="csv", n_users=40)
+    extension = extension_jar(default_jars_dir())  # optional: submitted next to Delta's when built
     submit = [
         str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
-        "--jars", ",".join([*installed_jar_paths(default_jars_dir(), ["delta"]), str(extension_jar(default_jars_dir()))]),
+        "--jars", ",".join([*installed_jar_paths(default_jars_dir(), ["delta"]), *([str(extension)] if extension else [])]),
         "--properties-file", str(REPO / "conf" / "spark-defaults.conf"),
-        "--conf", f"spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,{EXTENSION_CLASS}",
+        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" + (f",{EXTENSION_CLASS}" if extension else ""),
         "--conf", "spark.ui.enabled=false", "--conf", "spark.databricks.delta.snapshotPartitions=1",
     ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
