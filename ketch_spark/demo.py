@@ -222,28 +222,27 @@ def _rights(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report
             found = {loc: n for loc, n in dry.would_touch.get(request_id, {}).items() if n}
             where = ", ".join(f"{_short(cfg, loc)} {n:,}" for loc, n in sorted(found.items())) or "found nowhere"
             report.line(f"  {request_id:<34} {where}")
-        with _receipt_secret(cfg, report):
-            result = run_requests(spark, cfg)
-            key = receipt_key(cfg.dsr)
-            report.line(f"run {result.run_id}: {len(result.requests)} request(s), one pass per asset and action")
-            for asset in result.assets:
-                counts = f"matched {asset.get('rows_matched') or 0:>6,} changed {asset.get('rows_changed') or 0:>6,}"
-                error = f"  error: {asset['error']}" if asset.get("error") else ""
-                report.line(f"  {asset['action']:<7} {asset.get('mode') or '-':<9} {counts} {asset['status']:<6} "
-                            f"{_short(cfg, asset['location'])}{error}")
-            rows_erased = 0
-            receipts: dict[str, str] = {}
-            for request_id in ours:
-                if request_id not in result.receipts:
-                    continue
-                path = receipts[request_id] = result.receipts[request_id]
-                receipt = read_receipt(spark, path)
-                rows_erased += int(receipt.get("rows_erased", 0))
-                verified = sum(1 for a in receipt["assets"] if a.get("verified"))
-                report.line(f"  {request_id:<34} erased {receipt.get('rows_erased', 0):>5,} row(s), verified on "
-                            f"{verified} asset(s), physically removed by {receipt.get('physically_removed_by')}")
-                report.line(f"  {'':<34} receipt {_short(cfg, path)} "
-                            f"(signature {'valid' if verify_receipt(receipt, key) else 'INVALID'})")
+        result = run_requests(spark, cfg)
+        key = receipt_key(cfg.dsr)
+        report.line(f"run {result.run_id}: {len(result.requests)} request(s), one pass per asset and action")
+        for asset in result.assets:
+            counts = f"matched {asset.get('rows_matched') or 0:>6,} changed {asset.get('rows_changed') or 0:>6,}"
+            error = f"  error: {asset['error']}" if asset.get("error") else ""
+            report.line(f"  {asset['action']:<7} {asset.get('mode') or '-':<9} {counts} {asset['status']:<6} "
+                        f"{_short(cfg, asset['location'])}{error}")
+        rows_erased = 0
+        receipts: dict[str, str] = {}
+        for request_id in ours:
+            if request_id not in result.receipts:
+                continue
+            path = receipts[request_id] = result.receipts[request_id]
+            receipt = read_receipt(spark, path)
+            rows_erased += int(receipt.get("rows_erased", 0))
+            verified = sum(1 for a in receipt["assets"] if a.get("verified"))
+            report.line(f"  {request_id:<34} erased {receipt.get('rows_erased', 0):>5,} row(s), verified on "
+                        f"{verified} asset(s), physically removed by {receipt.get('physically_removed_by')}")
+            report.line(f"  {'':<34} receipt {_short(cfg, path)} "
+                        f"(signature {'valid' if verify_receipt(receipt, key) else 'INVALID'})")
         exports = {r: result.exports[r] for r in ours if r in result.exports}
         for request_id, folder in exports.items():
             manifest = json.loads(read_private(spark, f"{folder}/manifest.json"))
@@ -268,22 +267,25 @@ def run_demo(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 20_000, ou
         n_users: Number of synthetic users.
         out: Where the human-readable report goes.
 
-    Step 7 signs its erasure receipts with :data:`DEMO_RECEIPT_SECRET` when the
-    variable ``cfg.dsr.receipt_secret_env`` is unset (in this process, for the
-    step only, and says so in the report).
+    When the variable ``cfg.dsr.receipt_secret_env`` is unset, the demo signs its
+    erasure receipts (step 7) and keys the erased-subject ledger with
+    :data:`DEMO_RECEIPT_SECRET`, in this process only, and says so in the report
+    (a rerun on the same warehouse finds the first run's ledger: ingest and the
+    rights run both need its key).
 
     Returns:
         The JSON-able summary: counts of every step and its seconds.
     """
     report = _Report(out)
     print(f"ketch-spark demo: warehouse {cfg.warehouse}", file=out)
-    paths = _generate(spark, cfg, n_users, report)
-    _create_tables(spark, cfg, report)
-    ingest = _ingest(spark, cfg, paths, report)
-    state = _compact(spark, cfg, report)
-    filtered = _filter(spark, cfg, paths, report)
-    catalog = _catalog(spark, cfg, paths, report)
-    rights = _rights(spark, cfg, paths, report)
+    with _receipt_secret(cfg, report):
+        paths = _generate(spark, cfg, n_users, report)
+        _create_tables(spark, cfg, report)
+        ingest = _ingest(spark, cfg, paths, report)
+        state = _compact(spark, cfg, report)
+        filtered = _filter(spark, cfg, paths, report)
+        catalog = _catalog(spark, cfg, paths, report)
+        rights = _rights(spark, cfg, paths, report)
     return {
         "warehouse": cfg.warehouse,
         "users": n_users,

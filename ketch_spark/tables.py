@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from py4j.protocol import Py4JError
 from pyspark.errors import AnalysisException
@@ -30,6 +30,7 @@ __all__ = [
     "ensure_table",
     "ensure_tables",
     "read_table",
+    "append_rows",
     "delta_table",
     "table_version",
     "TableVersion",
@@ -180,6 +181,20 @@ TABLES: Mapping[str, TableSpec] = {
             created_by="ketch-spark dsr submit",
         ),
         TableSpec(
+            "dsr_ledger",
+            "dsr/ledger",
+            _fields(
+                ("org_id", T.StringType(), False),
+                ("identity_type", T.StringType(), False),
+                ("identity_hmac", T.StringType(), False),
+                ("request_id", T.StringType(), False),
+                ("mode", T.StringType(), False),
+                ("erased_at", T.TimestampType(), False),
+                ("run_id", T.StringType(), False),
+            ),
+            created_by="ketch-spark dsr run",
+        ),
+        TableSpec(
             "dsr_audit",
             "dsr/audit",
             _fields(
@@ -280,6 +295,13 @@ def read_table(
     elif timestamp is not None:
         reader = reader.option("timestampAsOf", timestamp)
     return reader.load(path)
+
+
+def append_rows(spark: SparkSession, cfg: KetchConfig, name: str, rows: Sequence[tuple]) -> None:
+    """Appends ``rows`` (tuples in the table's column order) to table ``name`` in one commit, creating it if missing."""
+    ensure_table(spark, cfg, name)
+    df = spark.createDataFrame(list(rows), table_spec(name).schema)
+    df.write.format("delta").mode("append").save(table_path(cfg, name))
 
 
 def delta_table(spark: SparkSession, cfg: KetchConfig, name: str):  # noqa: ANN201 - DeltaTable

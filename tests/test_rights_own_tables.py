@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from ketch_spark.clock import utc_now
 from ketch_spark.config import dsr_settings_from_mapping
 from ketch_spark.consent.compact import compact_consent
 from ketch_spark.consent.sources import ingest_consent
@@ -16,6 +17,7 @@ from ketch_spark.rights.requests import read_requests, submit_requests
 from ketch_spark.tables import read_table, table_path
 
 ORG, OTHER_ORG = "org-a", "org-b"
+SECRET = "own-tables-receipt-secret-0123456789"
 TS = "2026-11-20T10:00:00Z"
 
 
@@ -54,7 +56,7 @@ def erased(spark, base_config, tmp_path_factory):
         {"request_id": "r-injection", "org_id": ORG, "kind": "erasure", "mode": "obfuscate",
          "identities": {"user_id": "x'); DROP TABLE users; --"}},  # obfuscation deletes consent records
     ])
-    os.environ["KETCH_RECEIPT_SECRET"] = "own-tables-receipt-secret-0123456789"
+    os.environ["KETCH_RECEIPT_SECRET"] = SECRET
     try:
         result = run_requests(spark, cfg)
     finally:
@@ -92,16 +94,20 @@ def test_the_subject_is_gone_from_every_own_table_and_nothing_else_is(spark, era
         spark.sql(f"DELETE FROM delta.`{table_path(cfg, 'consent_events')}` WHERE user_id = 'stays-1'")
 
 
-def test_compaction_after_erasure_stays_exactly_once_and_equal_to_a_rebuild(spark, erased):
+def test_compaction_after_erasure_stays_exactly_once_and_equal_to_a_rebuild(spark, erased, monkeypatch):
     cfg, root = erased["cfg"], erased["root"]
     assert not compact_consent(spark, cfg).users_changed  # the erasure's commits carry no new event
 
+    after_erasure = utc_now().isoformat() + "Z"  # the subject comes back and consents again
     later = root / "raw" / "later.jsonl"
     later.write_text("\n".join([
-        _line(org_id=ORG, user_id="gone-1", ts="2026-11-25T10:00:00Z", purposes={"advertising": True}, source="api"),
+        _line(org_id=ORG, user_id="gone-1", ts=after_erasure, purposes={"advertising": True}, source="api"),
+        _line(org_id=ORG, user_id="gone-1", ts="2026-11-25T10:00:00Z", purposes={"analytics": True}, source="api"),
         _line(org_id=ORG, user_id="stays-1", ts="2026-11-25T10:00:00Z", purposes={"analytics": False}, source="api"),
     ]) + "\n", encoding="utf-8")
-    ingest_consent(spark, cfg, str(later), fmt="json", batch_id="day-2", validate=False)
+    monkeypatch.setenv("KETCH_RECEIPT_SECRET", SECRET)  # the ledger lists gone-1: ingest needs its key
+    replay = ingest_consent(spark, cfg, str(later), fmt="json", batch_id="day-2", validate=False)
+    assert replay.reasons == {"erased_subject": 1}  # an old event of the erased subject stays out
     incremental = compact_consent(spark, cfg)
     assert incremental.inserted == 1  # the erased subject's new consent makes a new state row
     after_incremental = _state_rows(spark, cfg)

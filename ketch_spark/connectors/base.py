@@ -257,6 +257,15 @@ class Connector(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__}.erase is not implemented yet")
 
+    def identity_values(self, asset: Asset) -> DataFrame | None:
+        """Distinct normalised values of ``asset``'s identity columns (identity_type, org_id, value), one pass.
+
+        The erased-subject ledger's sweep hashes them to find erased subjects
+        that came back (:mod:`ketch_spark.rights.ledger`). ``None`` when this
+        connector cannot list them (the sweep then reports the asset as unchecked).
+        """
+        return None
+
     def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
         """Re-queries ``asset`` after an erasure: the current data must hold no match.
 

@@ -328,6 +328,13 @@ class FileConnector(Connector):
         key = hmac_key_from_env(settings)
         return lambda schema: obfuscation_assignments(schema, asset.personal_columns, settings, key)
 
+    def identity_values(self, asset: Asset) -> DataFrame:
+        """The asset's normalised identity values (see :meth:`Connector.identity_values`), read once."""
+        from ketch_spark.rights.match import identity_values
+
+        settings = self.cfg.dsr
+        return identity_values(self.read(asset), asset, settings.org_column, settings.default_phone_region)
+
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
         """The asset's rows matching the batch, with ``_request_id`` (see :meth:`Connector.find`).
 

@@ -39,6 +39,10 @@ number, object or array is quarantined (``invalid_user_id`` /
 (2000-01-01) is ``ancient_timestamp``; later than now (UTC, whatever the
 process's ``TZ``) plus ``consent.max_future_skew_seconds`` is ``future_timestamp``.
 
+Erased subjects: once dsr/ledger lists erasures, the events of an erased user
+(per org) from before the erasure are quarantined as ``erased_subject`` and
+their text withheld (:mod:`ketch_spark.rights.ledger`); later events are accepted.
+
 Counting: the unit is the row. A valid record yields one row per purpose choice
 it carries; a record rejected as a whole (malformed, missing org or user, bad or
 future timestamp, invalid TC / US Privacy string, no choice at all) is one row.
@@ -116,6 +120,7 @@ REASONS = (
     "invalid_tc_string",
     "invalid_us_privacy",
     "invalid_gpp_string",
+    "erased_subject",
     "unknown_purpose",
     "retired_purpose",
     "invalid_choice",
@@ -743,9 +748,33 @@ def _event_rows(valid_df: DataFrame, batch_id: str, ingested_at: dt.datetime) ->
     )
 
 
+def _without_erased_subjects(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame) -> DataFrame:
+    """``rows_df`` with the events of erased users that predate their erasure quarantined (``erased_subject``).
+
+    Raises:
+        IngestError: dsr/ledger lists erased subjects and its key (from the receipt secret) is not set.
+    """
+    from ketch_spark.errors import ConfigError
+    from ketch_spark.rights.ledger import ledger_key, quarantine_erased_subjects, read_ledger
+
+    ledger = read_ledger(spark, cfg)
+    if ledger is None:
+        return rows_df
+    try:
+        key = ledger_key(cfg.dsr)
+    except ConfigError as exc:
+        raise IngestError(
+            f"dsr/ledger lists erased subjects, and ingest needs the ledger's key to keep their old events out: {exc}"
+        ) from None
+    return quarantine_erased_subjects(rows_df, ledger, key)
+
+
 def _quarantine_rows(rejected_df: DataFrame, batch_id: str, ingested_at: dt.datetime) -> DataFrame:
+    from ketch_spark.rights.ledger import ERASED_SUBJECT, WITHHELD
+
+    withheld = F.when(F.col("reason") == ERASED_SUBJECT, F.lit(WITHHELD)).otherwise(F.col("raw"))
     return rejected_df.select(
-        "raw", "reason", "detail", "source_file",
+        withheld.alias("raw"), "reason", "detail", "source_file",
         F.lit(batch_id).alias("batch_id"),
         utc_timestamp(ingested_at).alias("ingested_at"),
     )
@@ -821,7 +850,8 @@ def ingest_consent(
     records_df, ignored_columns = _records(spark, policy, fmt, [f for f, _, _ in files])
     if ignored_columns:
         logger.info("batch %s: input column(s) not read by ketch-spark: %s", batch_id, ", ".join(ignored_columns))
-    rows_df = classify_rows(records_df, policy, limits).persist(StorageLevel.MEMORY_AND_DISK)
+    rows_df = _without_erased_subjects(spark, cfg, classify_rows(records_df, policy, limits))
+    rows_df = rows_df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         n_records, reasons, dates, content = _batch_counts(rows_df, fmt)
         if already:

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ketch_spark.config import KetchConfig
-from ketch_spark.tables import ensure_table, read_table, table_path, table_spec
+from ketch_spark.tables import append_rows, ensure_table, read_table, table_spec
 
 __all__ = ["AuditRow", "append_audit", "read_audit", "completed_work", "utc_now", "iso_z", "OK", "FAILED"]
 
@@ -79,11 +79,8 @@ class AuditRow:
 
 def append_audit(spark: SparkSession, cfg: KetchConfig, rows: Sequence[AuditRow]) -> None:
     """Appends ``rows`` to dsr/audit in one commit (the table is created if missing)."""
-    if not rows:
-        return
-    ensure_table(spark, cfg, _AUDIT)
-    df = spark.createDataFrame([r.as_tuple() for r in rows], table_spec(_AUDIT).schema)
-    df.write.format("delta").mode("append").save(table_path(cfg, _AUDIT))
+    if rows:
+        append_rows(spark, cfg, _AUDIT, [r.as_tuple() for r in rows])
 
 
 def read_audit(spark: SparkSession, cfg: KetchConfig) -> DataFrame:

@@ -17,6 +17,13 @@ asset (:mod:`ketch_spark.rights.match`), never one pass per request.
 * **Dry run**: per request and asset, the rows that would be touched; nothing is
   written.
 
+* **Erased-subject ledger** (:mod:`ketch_spark.rights.ledger`): a finished
+  erasure's identities are recorded (HMACs, never values) in dsr/ledger. Every
+  run, with or without open requests, first sweeps the catalogued assets for
+  ledger identities: one that holds an erased subject again (a restored backup,
+  a re-ingested log, a new copy) is erased again in the request's mode, audited
+  under ``<request_id>:resurrected``, and reported in ``resurrected``.
+
 Audit rows (dsr/audit) are appended as each asset finishes. Logs, errors, audit
 rows and receipts hold hashes of identities, never their values.
 """
@@ -69,6 +76,10 @@ class RunResult:
         would_touch: Dry run: request -> {asset location: rows}.
         exports: Access request -> package folder.
         receipts: Erasure request -> receipt path.
+        resurrected: Per asset where the ledger sweep found erased subjects again:
+            location, requests (original ids), mode, rows_changed, status, error.
+        ledger_unchecked: Assets the sweep could not read identity values from
+            (their connector cannot list them yet).
         seconds: Wall time.
     """
 
@@ -81,6 +92,8 @@ class RunResult:
     would_touch: dict[str, dict[str, int]] = field(default_factory=dict)
     exports: dict[str, str] = field(default_factory=dict)
     receipts: dict[str, str] = field(default_factory=dict)
+    resurrected: list[dict[str, Any]] = field(default_factory=list)
+    ledger_unchecked: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -95,6 +108,8 @@ class RunResult:
             "would_touch": {k: dict(v) for k, v in self.would_touch.items()},
             "exports": dict(self.exports),
             "receipts": dict(self.receipts),
+            "resurrected": [dict(r) for r in self.resurrected],
+            "ledger_unchecked": list(self.ledger_unchecked),
             "seconds": round(self.seconds, 3),
         }
 
@@ -241,7 +256,8 @@ def _from_iso(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> None:
+def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> EraseCounts | None:
+    """Erases and verifies ``batch`` on ``asset`` (audited); the counts, ``None`` when the erasure failed."""
     if asset.properties.get(OWN_TABLE):
         mode = "delete"  # a consent record without its user id means nothing: obfuscation deletes it
     connector = run.connector(asset)
@@ -256,9 +272,48 @@ def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> N
         partial = exc.counts if isinstance(exc, PartialErasureError) else EraseCounts()
         run.record(_erase_row(run, asset, ids, mode, partial, partial.rows_by_request, FAILED, started, clock, error))
         run.fail(batch, asset, _ERASE, error)
-        return
+        return None
     erased = _erase_row(run, asset, ids, mode, counts, counts.rows_by_request, OK, started, clock)
     run.record(erased, _verify_row(run, connector, asset, batch, identities_df, mode, counts))
+    return counts
+
+
+def _sweep_ledger(run: _Run, assets: list[Asset], ledger_df: DataFrame, key: bytes) -> None:
+    """Erases again, in their request's mode, the erased subjects an asset holds again (see the module docstring)."""
+    from ketch_spark.rights.ledger import resurrected_identities
+
+    for asset in assets:
+        if asset.properties.get(OWN_TABLE):
+            continue  # consent ingest keeps erased users' old events out; later consents are theirs
+        try:
+            values_df = run.connector(asset).identity_values(asset)
+            found = [] if values_df is None else resurrected_identities(values_df, ledger_df, key).collect()
+        except Exception as exc:  # noqa: BLE001 - one asset's failure is reported; the others go on
+            run.result.resurrected.append({"location": asset.location, "status": FAILED, "error": run.error_text(exc)})
+            continue
+        if values_df is None:
+            run.result.ledger_unchecked.append(asset.location)
+            continue
+        batches: dict[tuple[str, str, str], dict[str, str]] = {}
+        for row in found:
+            batches.setdefault((row["request_id"], row["org_id"], row["mode"]), {})[row["identity_type"]] = row["value"]
+            run.values.append(row["value"])
+        for mode in sorted({m for _, _, m in batches}):
+            originals = sorted(rid for rid, _, m in batches if m == mode)
+            batch = [_Request(f"{rid}:resurrected", org, "erasure", m, identities, {})
+                     for (rid, org, m), identities in sorted(batches.items()) if m == mode]
+            logger.warning("asset %s holds %d erased subject(s) again: erasing them (%s)", asset.asset_id,
+                           len(batch), mode)
+            entry = {"location": asset.location, "requests": originals, "mode": mode}
+            if run.result.dry_run:
+                run.result.resurrected.append({**entry, "status": "dry-run"})
+                continue
+            counts = _erase_asset(run, asset, batch, mode)
+            failed = counts is None or any(r.request_id in run.errors for r in batch)
+            run.result.resurrected.append({
+                **entry, "rows_changed": counts.rows_changed if counts else 0, "status": FAILED if failed else OK,
+                "error": "; ".join(e for r in batch for e in run.errors.get(r.request_id, [])) or None,
+            })
 
 
 def _erase_row(run: _Run, asset: Asset, ids: list[str], mode: str, counts: EraseCounts,
@@ -357,6 +412,11 @@ def _finish(run: _Run, assets: list[Asset]) -> None:
             errors = run.errors.get(request.request_id) or ["not every asset was processed"]
             updates[request.request_id] = {"status": "failed", "error": "; ".join(errors)[:2000]}
             run.result.failed.append(request.request_id)
+    erasures = [(r.request_id, r.org_id, r.mode, r.identities) for r in complete if r.kind == "erasure"]
+    if erasures:
+        from ketch_spark.rights.ledger import record_erasures
+
+        record_erasures(run.spark, run.cfg, erasures, run.run_id, now)
     history = _audit_history(run, [r.request_id for r in complete])
     for request in complete:
         rows = history.get(request.request_id, [])
@@ -463,18 +523,26 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
 
     if kind not in (None, "erasure", "access"):
         raise ConfigError(f"kind must be erasure or access, found {kind!r}")
+    from ketch_spark.rights.ledger import ledger_key, read_ledger
+
     started = time.perf_counter()
     requests = _requests(spark, cfg, kind)
     if not dry_run and any(r.kind == "erasure" for r in requests):
         from ketch_spark.rights.receipts import receipt_key
 
         receipt_key(cfg.dsr)
+    ledger_df = read_ledger(spark, cfg) if kind != "access" else None
     run = _Run(spark, cfg, requests, dry_run)
-    if not requests:
+    if not requests and ledger_df is None:
         run.result.seconds = time.perf_counter() - started
         return run.result
     assets = rights_assets(spark, cfg)
     logger.info("dsr run %s: %d request(s), %d asset(s)", run.run_id, len(requests), len(assets))
+    if ledger_df is not None:
+        _sweep_ledger(run, assets, ledger_df, ledger_key(cfg.dsr))
+    if not requests:
+        run.result.seconds = time.perf_counter() - started
+        return run.result
     for asset in assets:
         if dry_run:
             _dry_run_asset(run, asset, requests)

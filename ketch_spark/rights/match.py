@@ -51,6 +51,7 @@ __all__ = [
     "resolve_leaf",
     "with_request_ids",
     "identities_frame",
+    "identity_values",
     "FREE_TEXT",
     "phone_country_code",
 ]
@@ -239,6 +240,42 @@ def match_plan(
     if plan.skipped:
         logger.warning("asset %s: %s", asset.asset_id, "; ".join(plan.skipped))
     return plan
+
+
+def identity_values(
+    df: DataFrame, asset: Asset, org_column: str = "org_id", default_phone_region: str | None = None
+) -> DataFrame:
+    """Distinct normalised values of ``asset``'s identity columns in ``df`` (one pass).
+
+    Returns:
+        identity_type, org_id (the row's org, null where ``df`` has no org
+        column), value: normalised as :func:`normalised_key` does, so equal to
+        the value of a request naming the same identity.
+    """
+    scoped = org_column in df.columns
+    org = (F.col(f"`{org_column}`").cast("string") if scoped else F.lit(None).cast("string")).alias("org_id")
+    country_code = phone_country_code(default_phone_region)
+    entries: list[Column] = []
+    for personal in asset.identity_columns:
+        resolved = resolve_leaf(df.schema, personal.column)
+        if resolved is None:
+            continue
+        values, is_array, _ = resolved
+        if personal.category == FREE_TEXT:
+            values, is_array = F.split(values.cast("string"), _TOKEN_SEPARATORS), True
+        identity_type = personal.identity_type or ""
+
+        def entry(value: Column, identity_type: str = identity_type) -> Column:
+            return F.struct(F.lit(identity_type).alias("identity_type"),
+                            normalised_key(value, identity_type, country_code).alias("value"))
+
+        entries.append(F.transform(values, entry) if is_array else F.array(entry(values)))
+    empty = df.sparkSession.createDataFrame([], "identity_type string, org_id string, value string")
+    if not entries:
+        return empty
+    exploded = df.select(org, F.explode(F.concat(*entries)).alias("e"))
+    found = exploded.select(F.col("e.identity_type").alias("identity_type"), "org_id", F.col("e.value").alias("value"))
+    return found.where(F.col("value").isNotNull() & (F.col("value") != "")).distinct()
 
 
 def identities_frame(identities_df: DataFrame, scoped: bool) -> DataFrame:
