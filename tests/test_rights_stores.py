@@ -474,3 +474,24 @@ def test_dynamodb_partition_key_with_sort_key_is_erased_by_query(spark, moto_ser
         assert [i["user_id"]["S"] for i in client.scan(TableName=table)["Items"]] == ["u-2"]
     finally:
         client.delete_table(TableName=table)
+
+
+def test_resurrected_subjects_in_postgres_and_dynamodb_are_erased_again(spark, scenario, postgres_server, moto_server):
+    """After the batch: Jane's row and item come back (a restore); the next run erases them and says so."""
+    cfg = scenario["cfg"]
+    _, org, uid, email, phone, name = PEOPLE[0]
+    postgres_server.execute(
+        f"INSERT INTO {SCHEMA}.users (org_id, user_id, email, phone, full_name, plan) "
+        f"VALUES ('{org}', '{uid}', '{email}', '{phone}', '{name}', 'free')")
+    moto_server.client("dynamodb").put_item(TableName=PROFILES, Item=_profile_item(999, PEOPLE[0]))
+    before = {t: len(rows) for t, rows in _snapshot(postgres_server, moto_server).items()}
+    swept = _run(spark, cfg)
+    found = {r["location"].rsplit("/", 1)[-1]: r for r in swept.resurrected}
+    assert {name: (r["status"], r["requests"], r["rows_changed"]) for name, r in found.items()} == {
+        f"{SCHEMA}.users": ("ok", ["r-jane"], 1), PROFILES: ("ok", ["r-jane"], 1)}
+    after = _snapshot(postgres_server, moto_server)
+    assert {t: len(rows) for t, rows in after.items()} == {**before, "users": before["users"] - 1,
+                                                           PROFILES: before[PROFILES] - 1}
+    assert not [r for r in after["users"] if r[2] == uid and r[1] == org]
+    assert swept.ledger_unchecked == []
+    assert _run(spark, cfg).resurrected == []

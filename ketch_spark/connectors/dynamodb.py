@@ -233,6 +233,13 @@ class DynamoDbConnector(Connector):
                                                                                        T.StringType())]))
         return self.spark.read.json(self.spark.sparkContext.parallelize(lines, 1))
 
+    def identity_values(self, asset: Asset) -> DataFrame:
+        """The table's normalised identity values (see :meth:`Connector.identity_values`): one paginated
+        Scan projecting the identity and org attributes, normalised in Python as matching does."""
+        table = _DynamoTable(self, asset, [], every_identity_column=True)
+        found = sorted(table.identity_values(), key=lambda row: tuple(v or "" for v in row))
+        return self.spark.createDataFrame(found, "identity_type string, org_id string, value string")
+
     def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
         """Deletes or obfuscates the batch's items (see the comment above).
 
@@ -338,7 +345,8 @@ def _values_at(value: Any, parts: list[str]) -> Any:
 class _DynamoTable:
     """One table during one rights call: its keys, the batch's keys, reads and conditional writes."""
 
-    def __init__(self, connector: DynamoDbConnector, asset: Asset, identities: list[Any]) -> None:
+    def __init__(self, connector: DynamoDbConnector, asset: Asset, identities: list[Any], *,
+                 every_identity_column: bool = False) -> None:
         from boto3.dynamodb.types import TypeDeserializer
 
         settings = connector.cfg.dsr
@@ -362,7 +370,7 @@ class _DynamoTable:
             self.batch.setdefault((row["identity_type"], row["value"]), set()).add(row["request_id"])
         types = {t for t, _ in self.batch}
         self.matchers = [(c.column.split("."), c.identity_type or "") for c in asset.identity_columns
-                         if c.identity_type in types]
+                         if every_identity_column or c.identity_type in types]
 
     # -- matching --------------------------------------------------------------------------------
 
@@ -382,6 +390,21 @@ class _DynamoTable:
                     found.request_ids |= request_ids
                     found.tops.add(parts[0])
         return found if found.request_ids else None
+
+    def identity_values(self) -> set[tuple[str, str | None, str]]:
+        """(identity type, org or ``None`` when unscoped, normalised value) of every scanned item."""
+        values = set()
+        for item in self._scan(full=False):
+            plain = {k: _plain(self.deserializer.deserialize(v)) for k, v in item.items()}
+            org = plain.get(self.org_column)
+            scoped = self.scoped or (self.asset.schema is None and self.org_column in plain)
+            if scoped and (org is None or isinstance(org, (dict, list))):
+                continue  # as in matching: an item of no org matches no request
+            org_text = str(org) if scoped else None
+            for parts, identity_type in self.matchers:
+                for normal in _normal_forms(_values_at(plain, parts), identity_type, self.country_prefix):
+                    values.add((identity_type, org_text, normal))
+        return values
 
     def _by_key(self) -> bool:
         return bool(self.matchers) and all(

@@ -307,6 +307,22 @@ class JdbcConnector(Connector):
             reader = reader.option("password", source.password)
         return reader.load()
 
+    def identity_values(self, asset: Asset) -> DataFrame:
+        """The table's normalised identity values (see :meth:`Connector.identity_values`): one SELECT of
+        its identity columns (and org column) through Spark's JDBC source, normalised in Spark."""
+        from ketch_spark.rights.match import identity_values
+
+        settings = self.cfg.dsr
+        schema, table = asset.properties["table"].split(".", 1)
+        known = set(asset.schema.fieldNames()) if asset.schema is not None else set()
+        columns = sorted({c.column for c in asset.identity_columns if c.column in known}
+                         | ({settings.org_column} & known))
+        if not any(c.column in known for c in asset.identity_columns):
+            return identity_values(self.spark.createDataFrame([], "x string"), asset)
+        selected = ", ".join(_quote(c) for c in columns)
+        df = self.read_query(asset, f"SELECT {selected} FROM {_quote(schema)}.{_quote(table)}")
+        return identity_values(df, asset, settings.org_column, settings.default_phone_region)
+
     def sample(self, asset: Asset, n: int) -> DataFrame:
         """At most ``n`` rows, with the LIMIT run by the server."""
         schema, table = asset.properties["table"].split(".", 1)
