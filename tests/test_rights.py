@@ -327,3 +327,5 @@ def test_audit_and_receipts_are_complete_and_hold_no_identity(spark, scenario):
     assert set(statuses.values()) == {"done"}
     again = run_requests(spark, cfg, dry_run=True)
     assert again.requests == []
+    # without the receipt secret a dry run cannot key the ledger: it skips the sweep and says which assets
+    assert {loc.rsplit("/", 1)[-1] for loc in again.ledger_unchecked} == {"customers", "events", "logs", "signups"}

@@ -503,6 +503,20 @@ def _write_package(run: _Run, request: _Request, history: list[Row], assets: lis
     return write_package(run.spark, run.cfg, request.row, [unique[k] for k in sorted(unique)])
 
 
+def _ledger_key_for(cfg: KetchConfig, dry_run: bool) -> bytes | None:
+    """The ledger's key; a dry run without the receipt secret skips the sweep (one warning) instead of failing."""
+    from ketch_spark.errors import ConfigError
+    from ketch_spark.rights.ledger import ledger_key
+
+    try:
+        return ledger_key(cfg.dsr)
+    except ConfigError as exc:
+        if not dry_run:
+            raise
+        logger.warning("dry run: the erased-subject ledger is not swept (%s)", exc)
+        return None
+
+
 def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None, dry_run: bool = False) -> RunResult:
     """Processes every open (or failed) request together, one pass per asset for the batch.
 
@@ -516,14 +530,16 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
         What was done; failures are recorded in it, in dsr/audit and on the requests.
 
     Raises:
-        ConfigError: ``kind`` is unknown, or erasures are due and the receipt
-            secret (``dsr.receipt_secret_env``) is not set.
+        ConfigError: ``kind`` is unknown, or erasures are due or the ledger has
+            entries to sweep, and the receipt secret (``dsr.receipt_secret_env``)
+            is not set (a dry run then skips the sweep and lists the assets in
+            ``ledger_unchecked``).
     """
     from ketch_spark.errors import ConfigError
 
     if kind not in (None, "erasure", "access"):
         raise ConfigError(f"kind must be erasure or access, found {kind!r}")
-    from ketch_spark.rights.ledger import ledger_key, read_ledger
+    from ketch_spark.rights.ledger import read_ledger
 
     started = time.perf_counter()
     requests = _requests(spark, cfg, kind)
@@ -539,7 +555,11 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
     assets = rights_assets(spark, cfg)
     logger.info("dsr run %s: %d request(s), %d asset(s)", run.run_id, len(requests), len(assets))
     if ledger_df is not None:
-        _sweep_ledger(run, assets, ledger_df, ledger_key(cfg.dsr))
+        key = _ledger_key_for(cfg, dry_run)
+        if key is not None:
+            _sweep_ledger(run, assets, ledger_df, key)
+        else:
+            run.result.ledger_unchecked.extend(a.location for a in assets if not a.properties.get(OWN_TABLE))
     if not requests:
         run.result.seconds = time.perf_counter() - started
         return run.result
