@@ -200,6 +200,7 @@ def test_scenario_on_the_classic_session(spark, classic_cfg, tmp_path, scenario)
     scenario(spark, classic_cfg, tmp_path)
 
 
+@pytest.mark.slow  # a Spark Connect server and a child pytest: minutes; `make test-slow` (and CI) runs it
 def test_scenarios_over_spark_connect(spark_connect_server):
     """Runs the ``connect_*`` functions of this file in a child pytest, against the server."""
     command = [sys.executable, "-m", "pytest", str(Path(__file__)), "-q", "-o", "python_functions=connect_*"]
