@@ -260,3 +260,27 @@ def test_any_call_sequence_then_a_plain_run_equals_the_full_rebuild(spark, wide_
     compact_consent(spark, cfg)
     assert _state(spark, cfg) == oracle(_ALL_CALL_ROWS)
     assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")
+
+
+def test_full_rebuild_clusters_the_state_by_org_so_one_org_reads_few_files(spark, wide_cfg, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    cfg = replace(wide_cfg, warehouse=str(tmp_path / "warehouse"))
+    monkeypatch.setattr(compact_module, "_ROWS_PER_STATE_FILE", 3)
+    rows = [(org, f"u-{i}", "alpha", i % 2 == 0, i) for i in range(6) for org in ("org-c", "org-a", "org-b")]
+    _append(spark, cfg, rows, "b-1")
+    result = compact_consent(spark, cfg)
+    assert result.full and result.users_changed == 18
+    files = (
+        read_table(spark, cfg, "consent_state")
+        .groupBy(F.col("_metadata.file_path").alias("file"))
+        .agg(F.min("org_id").alias("first"), F.max("org_id").alias("last"), F.count(F.lit(1)).alias("rows"))
+        .collect()
+    )
+    assert len(files) == 6 and all(f["first"] == f["last"] and f["rows"] == 3 for f in files)  # one org per file
+    state = _state(spark, cfg)
+    assert {key: granted for key, (granted, _, _) in state.items()} == {
+        (org, f"u-{i}"): ({0} if i % 2 == 0 else set()) for i in range(6) for org in ("org-a", "org-b", "org-c")}
+    org_b = read_table(spark, cfg, "consent_state").where(F.col("org_id") == "org-b")
+    assert {r["file"] for r in org_b.select(F.col("_metadata.file_path").alias("file")).collect()} == {
+        f["file"] for f in files if f["first"] == "org-b"}
