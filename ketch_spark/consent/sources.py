@@ -519,6 +519,15 @@ def _ts_from_any(col: Column, dtype: str) -> Column:
     return _parse_ts(col.cast("string"))
 
 
+def _decoded_choices(choices: Column) -> Column:
+    """Choices decoded from a consent string (always booleans) in the raw choice shape, ``choice_ok`` true."""
+    return F.transform(
+        choices,
+        lambda c: F.struct(c["purpose"].alias("purpose"), c["granted"].alias("granted"), F.lit(True).alias("choice_ok"),
+                           c["event_ts"].alias("event_ts")),
+    )
+
+
 def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> DataFrame:
     parsed = _json_objects(
         spark, paths, ("tc_string", "$.tc_string", "string"), ("us_privacy", "$.us_privacy", "string")
@@ -543,9 +552,7 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
         F.when(has_tc, tc_choices("tc", policy)).otherwise(F.array().cast(CHOICE_TYPE)),
         F.when(has_usp, us_privacy_choices("us_privacy", record_ts, policy)).otherwise(F.array().cast(CHOICE_TYPE)),
     )
-    choices = F.transform(
-        choices, lambda c: F.struct(c["purpose"].alias("purpose"), c["granted"].alias("granted"), F.lit(True).alias("choice_ok"), c["event_ts"].alias("event_ts"))
-    )
+    choices = _decoded_choices(choices)
     # the record's own time stands in for checks; TC choices carry LastUpdated
     check_ts = F.greatest(record_ts, F.col("tc.last_updated"))
     return parsed.select(
@@ -588,10 +595,7 @@ def _with_gpp_choices(records: DataFrame, policy: Policy) -> DataFrame:
     has_gpp = ~_blank(F.col("gpp_string"))
     bad = has_gpp & ~F.coalesce(F.col("gpp.valid"), F.lit(False))
     empty = F.array().cast(_RAW_CHOICE_TYPE)
-    from_gpp = F.transform(
-        gpp_choices("gpp", "record_ts", policy),
-        lambda c: F.struct(c["purpose"].alias("purpose"), c["granted"].alias("granted"), F.lit(True).alias("choice_ok"), c["event_ts"].alias("event_ts")),
-    )
+    from_gpp = _decoded_choices(gpp_choices("gpp", "record_ts", policy))
     own = F.when(F.col("no_choice"), empty).otherwise(F.col("choices"))
     gpp_detail = F.concat(F.col("gpp.reason"), F.lit(": "), F.col("gpp.detail"))
     replaced = ("pre_reason", "pre_detail", "no_choice", "choices", "gpp_string", "gpp")
