@@ -20,6 +20,7 @@ do not need a service do not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -165,14 +166,21 @@ def _stop_postgres(server: PostgresServer) -> None:
         shutil.rmtree(server.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server on a free loopback port, stopped at the end of the run."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on a free loopback port, stopped (and its directory removed) on exit."""
     server = _start_postgres()
     try:
         yield server
     finally:
         _stop_postgres(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on a free loopback port, stopped at the end of the run."""
+    with running_postgres() as server:
+        yield server
 
 
 @dataclass
@@ -220,9 +228,9 @@ def _wait_for_port(port: int, timeout: float = 20.0, what: str = "moto server",
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    """moto's threaded server on a free loopback port (S3, DynamoDB)."""
+@contextlib.contextmanager
+def running_moto() -> Iterator[MotoServer]:
+    """moto's threaded server on a free loopback port (S3, DynamoDB), stopped on exit."""
     from moto.server import ThreadedMotoServer
 
     os.environ.setdefault("AWS_DEFAULT_REGION", AWS_REGION)
@@ -234,6 +242,13 @@ def moto_server() -> Iterator[MotoServer]:
         yield MotoServer(endpoint=f"http://127.0.0.1:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's threaded server on a free loopback port (S3, DynamoDB)."""
+    with running_moto() as server:
+        yield server
 
 
 def s3a_hadoop_settings(endpoint: str) -> dict[str, str]:
@@ -278,6 +293,11 @@ def _aws_credentials(moto_server: MotoServer, endpoint_key: str) -> dict[str, An
 @pytest.fixture(scope="session")
 def services_connectors(postgres_server: PostgresServer, moto_server: MotoServer) -> dict[str, Any]:
     """The ``connectors`` config section pointing at the running services."""
+    return connectors_section(postgres_server, moto_server)
+
+
+def connectors_section(postgres_server: PostgresServer, moto_server: MotoServer) -> dict[str, Any]:
+    """The ``connectors`` config section pointing at the two servers (PostgreSQL as the reader role)."""
     return {
         "jdbc": {"url": postgres_server.jdbc_url, "user": PG_USER, "password": PG_PASSWORD},
         "dynamodb": _aws_credentials(moto_server, "endpoint_url"),

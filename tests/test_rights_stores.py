@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import AWS_REGION, MotoServer, PostgresServer, free_port, with_connectors
+from services import (AWS_REGION, PG_SUPERUSER, PG_SUPERUSER_PASSWORD, MotoServer, PostgresServer, free_port,
+                      with_connectors)
 
 from ketch_spark.catalog import AssetCatalog
 from ketch_spark.config import dsr_settings_from_mapping
@@ -208,7 +209,8 @@ def scenario(spark, postgres_server, moto_server, services_connectors, base_conf
     second = _run(spark, cfg)
     after = _snapshot(postgres_server, moto_server)
     try:
-        yield dict(cfg=cfg, before=before, first=first, after_first=after_first, first_status=first_status, second=second, after=after)
+        yield dict(cfg=cfg, before=before, first=first, after_first=after_first, first_status=first_status,
+                   second=second, after=after)
     finally:
         postgres_server.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE", f"DROP OWNED BY {ROLE}",
                                 f"DROP ROLE IF EXISTS {ROLE}")
@@ -449,6 +451,42 @@ def test_unreachable_warehouse_is_a_connector_error_naming_the_table(spark, base
     with pytest.raises(ConnectorError, match=rf"erase {SCHEMA}\.users: cannot connect") as raised:
         JdbcConnector(spark, cfg).erase(asset, identities, "delete")
     assert ROLE_PASSWORD not in str(raised.value)
+
+
+def test_a_failed_commit_fails_every_table_of_the_database(spark, postgres_server, base_config, tmp_path):
+    """A deferred foreign key fails at COMMIT: the other table's erasure, in the same transaction, is undone too."""
+    schema = "rights_commit"
+    postgres_server.execute(
+        f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}",
+        f"CREATE TABLE {schema}.customers (id int PRIMARY KEY, email text)",
+        f"CREATE TABLE {schema}.orders (id int PRIMARY KEY, customer_id int REFERENCES {schema}.customers (id) "
+        "DEFERRABLE INITIALLY DEFERRED, buyer_email text)",
+        f"CREATE TABLE {schema}.newsletter (email text)",
+        f"INSERT INTO {schema}.customers VALUES (1, 'ann@example.com'), (2, 'bob@example.com')",
+        f"INSERT INTO {schema}.orders VALUES (10, 1, 'someone.else@example.com')",
+        f"INSERT INTO {schema}.newsletter VALUES ('ann@example.com'), ('bob@example.com')",
+    )
+    try:
+        url = postgres_server.jdbc_url
+        cfg = with_connectors(base_config.with_warehouse(tmp_path / "wh"),
+                              {"jdbc": {"url": url, "user": PG_SUPERUSER, "password": PG_SUPERUSER_PASSWORD}})
+        connector = JdbcConnector(spark, cfg)
+        assets = {a.name.split(".")[1]: dataclasses.replace(a, personal_columns=(PersonalColumn("email", "email",
+                                                                                                "email"),))
+                  for a in connector.discover(f"{url}/{schema}")}
+        identities = _identities(spark, ("r-1", "org-a", "email", "ann@example.com"))
+        results = connector.erase_all([(assets["newsletter"], identities, "delete"),
+                                       (assets["customers"], identities, "delete")])
+        assert all(isinstance(r, ConnectorError) and "did not commit" in str(r) for r in results), results
+        assert "ann@example.com" not in str(results[0]).lower()
+        with postgres_server.connect() as conn:
+            assert conn.execute(f"SELECT count(*) FROM {schema}.newsletter").fetchone()[0] == 2  # undone
+            assert conn.execute(f"SELECT count(*) FROM {schema}.customers").fetchone()[0] == 2
+        results = connector.erase_all([(assets["newsletter"], identities, "delete"),
+                                       (assets["orders"], identities, "delete")])
+        assert [r.rows_changed for r in results] == [1, 0]
+    finally:
+        postgres_server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def test_dynamodb_partition_key_with_sort_key_is_erased_by_query(spark, moto_server, services_connectors,

@@ -12,7 +12,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -256,6 +256,25 @@ class Connector(ABC):
             NotImplementedError: This connector does not support it yet.
         """
         raise NotImplementedError(f"{type(self).__name__}.erase is not implemented yet")
+
+    def transaction_key(self, asset: Asset) -> str:
+        """Assets with the same key are erased together by one :meth:`erase_all` call (default: each alone)."""
+        return asset.location
+
+    def erase_all(self, work: Sequence[tuple[Asset, DataFrame, str]]) -> list[EraseCounts | Exception]:
+        """Erases each (asset, identities, mode) of ``work``; per entry its counts or the exception it raised.
+
+        Every asset of ``work`` has the same :meth:`transaction_key`. The default
+        erases them one by one; a connector that can change them in one
+        transaction (JDBC: the tables of one database) overrides it.
+        """
+        results: list[EraseCounts | Exception] = []
+        for asset, identities_df, mode in work:
+            try:
+                results.append(self.erase(asset, identities_df, mode))
+            except Exception as exc:  # noqa: BLE001 - one asset's failure is the caller's to record
+                results.append(exc)
+        return results
 
     def identity_values(self, asset: Asset) -> DataFrame | None:
         """Distinct normalised values of ``asset``'s identity columns (identity_type, org_id, value), one pass.

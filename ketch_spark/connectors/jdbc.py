@@ -16,9 +16,10 @@ Config (``connectors.jdbc``, one mapping or a list of them)::
 A scanned URI names one configured source by its URL, optionally narrowed to a
 schema or a table: ``jdbc:postgresql://host:5432/warehouse/public.users``.
 
-Rights (find, erase, verify) run through psycopg, one transaction per call and
-table: the batch's identities are copied (COPY) into a temporary table, matched
-with one hash join per identity column (columns normalised in SQL the way
+Rights (find, erase, verify) run through psycopg; an erasure changes every table
+of one database in one transaction (:meth:`JdbcConnector.erase_all`). The batch's
+identities are copied (COPY) into a temporary table, matched with one hash join
+per identity column (columns normalised in SQL the way
 :mod:`ketch_spark.rights.match` normalises them; org-scoped where the table has
 ``dsr.org_column``), and the matched rows change with one ``DELETE ... USING`` or
 ``UPDATE ... FROM``. Obfuscation applies the ``dsr`` rules in SQL (``hmac`` is
@@ -32,7 +33,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -330,14 +331,34 @@ class JdbcConnector(Connector):
 
     # -- rights: find, erase, verify ------------------------------------------------------------
     #
-    # One psycopg connection and one transaction per call (the engine calls erase once per
-    # table): the batch's identities are copied into a temporary table (COPY, never values
-    # in the SQL text), the matching rows' ids (ctid) and request ids are staged in a second
+    # One psycopg connection and one transaction per call (erase_all: every table of the
+    # database the engine hands over, each under a savepoint). The batch's identities are
+    # copied into a temporary table (COPY, never values in the SQL text), the matching rows' ids (ctid) and request ids are staged in a second
     # temporary table by one hash join per identity column, the per-request counts come
     # from a grouped SELECT on it, then one DELETE ... USING or UPDATE ... FROM changes the
     # rows. The transaction runs at REPEATABLE READ: counts, ctids and the change see one
     # snapshot, and a row changed concurrently aborts the erasure (recorded, retryable)
     # instead of being overwritten.
+
+    def _open(self, source: JdbcSource, action: str, name: str) -> Any:
+        """A REPEATABLE READ connection to ``source``; ConnectorError naming ``name`` when it cannot be opened."""
+        import psycopg
+
+        try:
+            conn = self._connect(source)
+        except Exception as exc:  # noqa: BLE001 - refused, auth failure, timeout
+            raise ConnectorError(f"{action} {name}: cannot connect to {source.url}: "
+                                 f"{describe_error(exc, self.secrets())}") from None
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        return conn
+
+    def _table_error(self, action: str, table: "_PgTable", source: JdbcSource, exc: Exception) -> ConnectorError:
+        import psycopg
+
+        reason = describe_error(exc, self.secrets())
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return ConnectorError(f"{action} {table.name}: permission denied for role {source.user}: {reason}")
+        return ConnectorError(f"{action} {table.name}: {reason}")
 
     def _rights_transaction(self, asset: Asset, action: str, work: Any) -> Any:
         """Runs ``work(conn, table)`` in one REPEATABLE READ transaction; errors name the table."""
@@ -345,20 +366,12 @@ class JdbcConnector(Connector):
 
         source, _ = self.source_for(asset.properties["url"])
         table = _PgTable.of(asset)
+        conn = self._open(source, action, table.name)
         try:
-            conn = self._connect(source)
-        except Exception as exc:  # noqa: BLE001 - refused, auth failure, timeout
-            raise ConnectorError(f"{action} {table.name}: cannot connect to {source.url}: "
-                                 f"{describe_error(exc, self.secrets())}") from None
-        try:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
                 return work(conn, table)
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise ConnectorError(f"{action} {table.name}: permission denied for role {source.user}: "
-                                 f"{describe_error(exc, self.secrets())}") from None
         except psycopg.Error as exc:
-            raise ConnectorError(f"{action} {table.name}: {describe_error(exc, self.secrets())}") from None
+            raise self._table_error(action, table, source, exc) from None
         finally:
             conn.close()
 
@@ -372,9 +385,10 @@ class JdbcConnector(Connector):
         org = settings.org_column if settings.org_column in columns else None
         matchers, notes = _matchers(asset, columns)
         identities = [r for r in batch if r["identity_type"] in {m[1] for m in matchers}]
-        conn.execute(f"CREATE TEMP TABLE {_IDS} (identity_type text, org_id text, value text, request_id text) "
-                     "ON COMMIT DROP")
-        conn.execute(f"CREATE TEMP TABLE {_MATCHES} (row_id tid, request_id text) ON COMMIT DROP")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (identity_type text, org_id text, value text, "
+                     "request_id text) ON COMMIT DROP")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_MATCHES} (row_id tid, request_id text) ON COMMIT DROP")
+        conn.execute(f"TRUNCATE {_IDS}, {_MATCHES}")  # one transaction may stage several tables in turn
         if not identities or not matchers:
             return notes
         with conn.cursor().copy(f"COPY {_IDS} (identity_type, org_id, value, request_id) FROM STDIN") as copy:
@@ -420,49 +434,93 @@ class JdbcConnector(Connector):
         docs_df = self.spark.createDataFrame([(line,) for line in lines], "doc string")
         return docs_df.select(F.from_json("doc", schema).alias("r")).select("r.*")
 
+    def transaction_key(self, asset: Asset) -> str:
+        """The asset's database: its tables are erased in one transaction (:meth:`erase_all`)."""
+        return asset.properties["url"]
+
     def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
-        """Deletes or obfuscates the batch's rows in one transaction (see the comment above).
+        """Deletes or obfuscates the batch's rows of one table in one transaction (see :meth:`erase_all`).
 
         Raises:
             ConnectorError: The table cannot be reached, or the role lacks a privilege
                 (the message names the table and the privilege).
             ObfuscationError: A rule does not fit its column.
         """
+        result = self.erase_all([(asset, identities_df, mode)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def erase_all(self, work: Sequence[tuple[Asset, DataFrame, str]]) -> list[EraseCounts | Exception]:
+        """Erases every (table, identities, mode) of one database in one REPEATABLE READ transaction.
+
+        Each table's erasure runs under its own savepoint: a table the role may not
+        change (checked before anything is written) or whose statement fails is
+        rolled back alone and reported as its entry's ConnectorError; the others
+        commit together. When the commit itself fails, every entry fails.
+        """
         import datetime as dt
 
-        if mode not in ("delete", "obfuscate"):
-            raise ConfigError(f"erasure mode must be delete or obfuscate, found {mode!r}")
+        import psycopg
 
-        batch = identities_df.collect()
+        for _, _, mode in work:
+            if mode not in ("delete", "obfuscate"):
+                raise ConfigError(f"erasure mode must be delete or obfuscate, found {mode!r}")
+        entries = [(asset, identities_df.collect(), mode) for asset, identities_df, mode in work]  # before connecting
+        source, _ = self.source_for(entries[0][0].properties["url"])
+        tables = [_PgTable.of(asset) for asset, _, _ in entries]
+        try:
+            conn = self._open(source, "erase", ", ".join(t.name for t in tables))
+        except ConnectorError as exc:
+            return [exc] * len(entries)
+        results: list[EraseCounts | Exception] = []
+        try:
+            with conn.transaction():
+                for table, (asset, batch, mode) in zip(tables, entries):
+                    try:
+                        with conn.transaction():  # a savepoint: this table's failure is undone alone
+                            results.append(self._erase_table(conn, table, asset, batch, mode))
+                    except psycopg.Error as exc:
+                        results.append(self._table_error("erase", table, source, exc))
+                    except Exception as exc:  # noqa: BLE001 - ConnectorError, ObfuscationError: this table's
+                        results.append(exc)
+        except psycopg.Error as exc:
+            error = ConnectorError(f"erase: the transaction over {len(tables)} table(s) of {source.url} did not "
+                                   f"commit, nothing changed: {describe_error(exc, self.secrets())}")
+            return [error] * len(entries)
+        finally:
+            conn.close()
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for (asset, _, mode), counts in zip(entries, results):
+            if isinstance(counts, EraseCounts):
+                counts.physical_after = now
+                if counts.rows_changed:
+                    counts.notes.append("dead row versions stay on disk until the table's next (auto)vacuum")
+                logger.info("erased %d row(s) of %s (%s)", counts.rows_changed, asset.name, mode)
+        return results
 
-        def work(conn: Any, table: _PgTable) -> EraseCounts:
-            privilege = "DELETE" if mode == "delete" else "UPDATE"
-            table.require(conn, "SELECT", self._user(asset))
-            assignments, params = ({}, {}) if mode == "delete" else self._assignments(conn, table, asset)
-            table.require(conn, privilege, self._user(asset), list(assignments))
-            counts = EraseCounts(notes=self._stage_matches(conn, table, asset, batch))
-            by_request = conn.execute(f"SELECT request_id, count(*) FROM {_MATCHES} GROUP BY request_id").fetchall()
-            counts.rows_by_request = {rid: int(n) for rid, n in by_request}
-            counts.rows_matched = int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {_MATCHES}").fetchone()[0])
-            if counts.rows_matched == 0:
-                return counts
-            matched = f"(SELECT DISTINCT row_id FROM {_MATCHES}) m"
-            if mode == "delete":
-                statement = f"DELETE FROM {table.sql} t USING {matched} WHERE t.ctid = m.row_id"
-            elif assignments:
-                sets = ", ".join(f"{_quote(c)} = {expr}" for c, expr in assignments.items())
-                statement = f"UPDATE {table.sql} t SET {sets} FROM {matched} WHERE t.ctid = m.row_id"
-            else:
-                counts.notes.append("no column to obfuscate")
-                return counts
-            counts.rows_changed = int(conn.execute(statement, params).rowcount)
+    def _erase_table(self, conn: Any, table: "_PgTable", asset: Asset, batch: list[Any], mode: str) -> EraseCounts:
+        """One table's DELETE ... USING or UPDATE ... FROM of the batch's matched rows, in ``conn``'s transaction."""
+        privilege = "DELETE" if mode == "delete" else "UPDATE"
+        table.require(conn, "SELECT", self._user(asset))
+        assignments, params = ({}, {}) if mode == "delete" else self._assignments(conn, table, asset)
+        table.require(conn, privilege, self._user(asset), list(assignments))
+        counts = EraseCounts(notes=self._stage_matches(conn, table, asset, batch))
+        by_request = conn.execute(f"SELECT request_id, count(*) FROM {_MATCHES} GROUP BY request_id").fetchall()
+        counts.rows_by_request = {rid: int(n) for rid, n in by_request}
+        counts.rows_matched = int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {_MATCHES}").fetchone()[0])
+        if counts.rows_matched == 0:
             return counts
-
-        counts = self._rights_transaction(asset, "erase", work)
-        counts.physical_after = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if counts.rows_changed:
-            counts.notes.append("dead row versions stay on disk until the table's next (auto)vacuum")
-        logger.info("erased %d row(s) of %s (%s)", counts.rows_changed, asset.name, mode)
+        matched = f"(SELECT DISTINCT row_id FROM {_MATCHES}) m"
+        if mode == "delete":
+            statement = f"DELETE FROM {table.sql} t USING {matched} WHERE t.ctid = m.row_id"
+        elif assignments:
+            sets = ", ".join(f"{_quote(c)} = {expr}" for c, expr in assignments.items())
+            statement = f"UPDATE {table.sql} t SET {sets} FROM {matched} WHERE t.ctid = m.row_id"
+        else:
+            counts.notes.append("no column to obfuscate")
+            return counts
+        counts.rows_changed = int(conn.execute(statement, params).rowcount)
         return counts
 
     def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:

@@ -4,9 +4,11 @@ For every catalogued asset with an identity column (catalog/columns), the open
 requests form one batch: their identities are matched in a single pass over the
 asset (:mod:`ketch_spark.rights.match`), never one pass per request.
 
-* **Erasure**: delete requests, then obfuscate requests, each one
-  ``connector.erase`` per asset, then ``connector.verify`` re-queries the asset
-  for the batch's identities. A request is ``done`` once every asset has been
+* **Erasure**: delete requests, then obfuscate requests, one ``connector.erase``
+  per asset and mode (assets sharing a connector transaction key, the tables of
+  one database, go together through one ``connector.erase_all``: one
+  transaction), then ``connector.verify`` re-queries each asset for the batch's
+  identities. A request is ``done`` once every asset has been
   erased and verified for it (in this run or an earlier one); a failing asset
   leaves it ``failed`` and retryable, and the other assets' work stands. A rerun
   skips (request, asset) pairs already verified, so nothing is done or counted
@@ -258,24 +260,46 @@ def _from_iso(value: str | None) -> dt.datetime | None:
 
 def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> EraseCounts | None:
     """Erases and verifies ``batch`` on ``asset`` (audited); the counts, ``None`` when the erasure failed."""
-    if asset.properties.get(OWN_TABLE):
-        mode = "delete"  # a consent record without its user id means nothing: obfuscation deletes it
-    connector = run.connector(asset)
-    identities_df = _identities_df(run.spark, batch)
-    ids = [r.request_id for r in batch]
+    return _erase_together(run, [(asset, batch, mode)])[0]
+
+
+def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]]) -> list[EraseCounts | None]:
+    """Erases each (asset, batch, mode) of ``work`` with one ``erase_all`` call, then verifies each (audited).
+
+    The assets share a transaction key (see :func:`_transaction_groups`). Per entry
+    the counts, or ``None`` when its erasure failed.
+    """
+    entries = [(asset, batch, "delete" if asset.properties.get(OWN_TABLE) else mode)  # a consent record
+               for asset, batch, mode in work]                                        # without its id means nothing
+    connector = run.connector(entries[0][0])
+    frames = [_identities_df(run.spark, batch) for _, batch, _ in entries]
     started, clock = utc_now(), time.perf_counter()
-    try:
-        counts: EraseCounts = connector.erase(asset, identities_df, mode)
-    except Exception as exc:  # noqa: BLE001 - one asset's failure is recorded; the others go on
-        error = run.error_text(exc)
-        logger.warning("erasure of %s failed: %s", asset.asset_id, error)
-        partial = exc.counts if isinstance(exc, PartialErasureError) else EraseCounts()
-        run.record(_erase_row(run, asset, ids, mode, partial, partial.rows_by_request, FAILED, started, clock, error))
-        run.fail(batch, asset, _ERASE, error)
-        return None
-    erased = _erase_row(run, asset, ids, mode, counts, counts.rows_by_request, OK, started, clock)
-    run.record(erased, _verify_row(run, connector, asset, batch, identities_df, mode, counts))
-    return counts
+    results = connector.erase_all([(asset, frame, mode) for (asset, _, mode), frame in zip(entries, frames)])
+    seconds = time.perf_counter() - clock
+    outcome: list[EraseCounts | None] = []
+    for (asset, batch, mode), frame, result in zip(entries, frames, results):
+        ids = [r.request_id for r in batch]
+        if isinstance(result, Exception):
+            error = run.error_text(result)
+            logger.warning("erasure of %s failed: %s", asset.asset_id, error)
+            partial = result.counts if isinstance(result, PartialErasureError) else EraseCounts()
+            run.record(_erase_row(run, asset, ids, mode, partial, partial.rows_by_request, FAILED, started, seconds,
+                                  error))
+            run.fail(batch, asset, _ERASE, error)
+            outcome.append(None)
+            continue
+        erased = _erase_row(run, asset, ids, mode, result, result.rows_by_request, OK, started, seconds)
+        run.record(erased, _verify_row(run, connector, asset, batch, frame, mode, result))
+        outcome.append(result)
+    return outcome
+
+
+def _transaction_groups(run: _Run, assets: list[Asset]) -> list[list[Asset]]:
+    """``assets`` grouped by connector transaction key (the tables of one database), in order of appearance."""
+    groups: dict[tuple[str, str], list[Asset]] = {}
+    for asset in assets:
+        groups.setdefault((asset.system, run.connector(asset).transaction_key(asset)), []).append(asset)
+    return list(groups.values())
 
 
 def _sweep_ledger(run: _Run, assets: list[Asset], ledger_df: DataFrame, key: bytes) -> None:
@@ -317,7 +341,7 @@ def _sweep_ledger(run: _Run, assets: list[Asset], ledger_df: DataFrame, key: byt
 
 
 def _erase_row(run: _Run, asset: Asset, ids: list[str], mode: str, counts: EraseCounts,
-               by_request: dict[str, int] | None, status: str, started: dt.datetime, clock: float,
+               by_request: dict[str, int] | None, status: str, started: dt.datetime, seconds: float,
                error: str | None = None) -> AuditRow:
     if by_request is None or len(ids) == 1:
         by_request = {ids[0]: counts.rows_changed} if len(ids) == 1 else {}
@@ -326,7 +350,7 @@ def _erase_row(run: _Run, asset: Asset, ids: list[str], mode: str, counts: Erase
         rows_changed=counts.rows_changed, rows_by_request=by_request if counts.rows_changed else {},
         version_before=counts.version_before, version_after=counts.version_after,
         files_matched=counts.files_matched, files_rewritten=counts.files_rewritten, bytes_read=counts.bytes_read,
-        bytes_rewritten=counts.bytes_rewritten, duration_seconds=time.perf_counter() - clock,
+        bytes_rewritten=counts.bytes_rewritten, duration_seconds=seconds,
         physical_after=_from_iso(counts.physical_after), error=error,
         notes=_scrub("; ".join(counts.notes), run.values) or None, started_at=started,
     )
@@ -563,18 +587,25 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
     if not requests:
         run.result.seconds = time.perf_counter() - started
         return run.result
-    for asset in assets:
+    for group in _transaction_groups(run, assets):
         if dry_run:
-            _dry_run_asset(run, asset, requests)
+            for asset in group:
+                _dry_run_asset(run, asset, requests)
             continue
-        batch = [r for r in requests if r.kind == "access" and (r.request_id, asset.asset_id, _EXPORT) not in run.done]
-        if batch:  # before erasures: a subject asking for both gets their data first
-            _export_asset(run, asset, batch)
-        for mode in ("delete", "obfuscate"):
-            batch = [r for r in requests if r.kind == "erasure" and r.mode == mode
-                     and (r.request_id, asset.asset_id, _VERIFY) not in run.done]
+        for asset in group:  # exports before erasures: a subject asking for both gets their data first
+            batch = [r for r in requests
+                     if r.kind == "access" and (r.request_id, asset.asset_id, _EXPORT) not in run.done]
             if batch:
-                _erase_asset(run, asset, batch, mode)
+                _export_asset(run, asset, batch)
+        work = []
+        for asset in group:
+            for mode in ("delete", "obfuscate"):
+                batch = [r for r in requests if r.kind == "erasure" and r.mode == mode
+                         and (r.request_id, asset.asset_id, _VERIFY) not in run.done]
+                if batch:
+                    work.append((asset, batch, mode))
+        if work:  # one erase_all per group: the tables of one database change in one transaction
+            _erase_together(run, work)
     if not dry_run:
         _finish(run, assets)
     run.result.seconds = time.perf_counter() - started

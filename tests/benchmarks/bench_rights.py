@@ -28,16 +28,14 @@ timed apart, the copy and the scan are not timed. Delta's default retention
   erased subjects are checked gone from both datasets.
 
 While a run is timed, the engine's and connectors' main steps are wrapped by a
-clock (:class:`_StepClock`, restored afterwards) so the notes can say where the
+clock (:class:`timing.StepClock`, restored afterwards) so the notes can say where the
 time went; a step that no longer exists is reported as not measured.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import os
 import random
@@ -46,7 +44,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -58,7 +56,7 @@ from ketch_spark.rights.audit import read_audit
 from ketch_spark.rights.engine import rights_assets, run_requests
 from ketch_spark.rights.requests import read_requests, submit_requests
 
-from timing import ratio
+from timing import StepClock, ratio
 
 logger = logging.getLogger(__name__)
 
@@ -210,71 +208,6 @@ _STEP_TARGETS: tuple[tuple[str, str, str], ...] = (
 _TOP_LEVEL_FORMATS = ("delta", "json")
 
 
-def _resolve(target: str) -> Any:
-    import importlib
-
-    module_name, _, class_name = target.partition(":")
-    owner = importlib.import_module(module_name)
-    return getattr(owner, class_name) if class_name else owner
-
-
-class _StepClock:
-    """Seconds and calls per engine step while :meth:`installed` is active."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self.missing: list[str] = []
-
-    def _wrap(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            name = label
-            if "{format}" in label:
-                asset = args[1] if len(args) > 1 else kwargs.get("asset")
-                name = label.format(format=getattr(asset, "format", "?"))
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.seconds[name] += time.perf_counter() - started
-                self.calls[name] += 1
-
-        return timed
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StepClock]:
-        patched = []
-        for target, attribute, label in _STEP_TARGETS:
-            owner = _resolve(target)
-            original = owner.__dict__.get(attribute)
-            if not callable(original):
-                self.missing.append(f"{target}.{attribute}")
-                continue
-            setattr(owner, attribute, self._wrap(original, label))
-            patched.append((owner, attribute, original))
-        try:
-            yield self
-        finally:
-            for owner, attribute, original in reversed(patched):
-                setattr(owner, attribute, original)
-
-    def top_level(self) -> float:
-        return sum(s for name, s in self.seconds.items() if not name.startswith(" "))
-
-    def describe(self, total: float, runs: int = 1) -> str:
-        """``label s`` per step in the targets' order, per run when ``runs`` > 1, then the rest."""
-        labels = []
-        for _, _, label in _STEP_TARGETS:
-            names = [label.format(format=f) for f in _TOP_LEVEL_FORMATS] if "{format}" in label else [label]
-            labels += [n for n in names if n in self.seconds and n not in labels]
-        nested = " (within the steps above)"
-        parts = [f"{name.strip()} {self.seconds[name] / runs:.1f}{nested if name.startswith(' ') else ''}"
-                 for name in labels]
-        parts.append(f"other {(total - self.top_level()) / runs:.1f}")
-        return "; ".join(parts)
-
-
 # ---------------------------------------------------------------------- phases
 
 
@@ -291,7 +224,7 @@ class _Timing:
     def __init__(self) -> None:
         self.run_seconds: list[float] = []
         self.submit_seconds = 0.0
-        self.clock = _StepClock()
+        self.clock = StepClock(_STEP_TARGETS, _TOP_LEVEL_FORMATS)
 
     @property
     def total(self) -> float:
