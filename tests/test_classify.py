@@ -81,7 +81,8 @@ def test_classify_column(path, values, expected):
     if expected is None:
         assert result.confidence == 0.0 and result.method is None
     else:
-        assert 0.5 <= result.confidence <= 1.0 and result.method in ("name", "value", "name+value")
+        assert 0.5 <= result.confidence <= 1.0
+        assert set(result.method.split("+")) <= {"name", "value", "context", "cross-column"}
 
 
 def test_name_only_evidence_and_contradicting_values():

@@ -120,13 +120,13 @@ def _seed_postgres(server: Any, shape: _Shape, reader: str) -> None:
         f"INSERT INTO {SCHEMA}.customers SELECT i, ({orgs})[i % {len(ORGS)} + 1], 'u-' || i, {_email_sql('i')}, "
         "'+1 415 ' || lpad((i % 10000000)::text, 7, '0'), 'Customer ' || i, "
         "(ARRAY['free', 'pro', 'team'])[i % 3 + 1], timestamptz '2025-01-01' + (i % 500) * interval '1 day' "
-        f"FROM generate_series(0, {shape.pg_rows - 1}) AS i",
+        f"FROM generate_series(0::bigint, {shape.pg_rows - 1}) AS i",
         f"CREATE TABLE {SCHEMA}.orders (id bigint PRIMARY KEY, org_id text, user_id text, buyer_email text, "
         "amount numeric(10, 2), ordered_at timestamptz)",
         f"INSERT INTO {SCHEMA}.orders SELECT o, ({orgs})[c % {len(ORGS)} + 1], 'u-' || c, "
         f"{_email_sql('c')}, "
         "(o % 50000) / 100.0, timestamptz '2025-06-01' + (o % 180) * interval '1 day' "
-        f"FROM (SELECT o, (o * 7919) % {shape.pg_rows} AS c FROM generate_series(0, {shape.pg_rows - 1}) AS o) s",
+        f"FROM (SELECT o, (o * 7919) % {shape.pg_rows} AS c FROM generate_series(0::bigint, {shape.pg_rows - 1}) AS o) s",
         f"ANALYZE {SCHEMA}.customers",
         f"ANALYZE {SCHEMA}.orders",
         f"GRANT USAGE ON SCHEMA {SCHEMA} TO {reader}",
