@@ -62,6 +62,30 @@ def _catalog_list(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  #
     return {"assets": len(rows)}
 
 
+def _catalog_review(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.catalog import AssetCatalog
+
+    rows = AssetCatalog(spark, cfg).review(below=args.below).collect()
+    for row in rows:
+        confidence = "-" if row.confidence is None else f"{row.confidence:.2f}"
+        print(f"{row.category or 'not personal':<15} {confidence:>5}  {row.column:<40} {row.location}\n"
+              f"{'':<22}{row.reason}")
+    if not rows:
+        print("nothing to review")
+    return {"to_review": len(rows)}
+
+
+def _catalog_label(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.catalog import AssetCatalog
+
+    category = None if args.not_personal else args.category
+    label = AssetCatalog(spark, cfg).label(args.asset, args.column, category, args.by, args.note)
+    print(f"labelled {label.column} of {label.asset_id} as {label.category or 'not personal'} "
+          f"(by {label.labelled_by}); later scans keep it")
+    return {"asset_id": label.asset_id, "column": label.column, "category": label.category,
+            "labelled_by": label.labelled_by}
+
+
 def _dsr_submit(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
     from pathlib import Path
 
@@ -168,6 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(handler=_catalog_scan)
     listing = _with_conf(catalog.add_parser("list", help="list catalogued assets"))
     listing.set_defaults(handler=_catalog_list)
+    review = _with_conf(catalog.add_parser(
+        "review", help="columns to review: low confidence, inferred from context, changed since the last scan",
+        description="Lists the columns a person should confirm or correct with `catalog label`. Example: "
+                    "ketch-spark catalog review --below 0.9"))
+    review.add_argument("--below", type=float, default=0.8, help="list classifications below this confidence")
+    review.set_defaults(handler=_catalog_review)
+    label = _with_conf(catalog.add_parser(
+        "label", help="record a reviewed classification that every later scan keeps",
+        description="Example: ketch-spark catalog label --asset s3a://lake/crm/contacts --column id --as user_id"))
+    label.add_argument("--asset", required=True, help="asset id, location or name (see `catalog list`)")
+    label.add_argument("--column", required=True, help="dot path of the column, as `catalog review` shows it")
+    decision = label.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--as", dest="category", help="the column's category (email, phone, user_id, ...)")
+    decision.add_argument("--not-personal", action="store_true", help="the column holds no personal data")
+    label.add_argument("--by", default=None, help="who decides (default: the OS user)")
+    label.add_argument("--note", default=None, help="why (kept with the label)")
+    label.set_defaults(handler=_catalog_label)
 
     dsr = commands.add_parser("dsr", help="data-subject requests: intake, processing, status").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -160,6 +160,34 @@ TABLES: Mapping[str, TableSpec] = {
             created_by="ketch-spark catalog scan",
         ),
         TableSpec(
+            "catalog_labels",
+            "catalog/labels",
+            _fields(
+                ("asset_id", T.StringType(), False),
+                ("column", T.StringType(), False),
+                ("category", T.StringType(), True),  # null: reviewed as not personal
+                ("labelled_by", T.StringType(), False),
+                ("labelled_at", T.TimestampType(), False),
+                ("note", T.StringType(), True),
+            ),
+            created_by="ketch-spark catalog label",
+        ),
+        TableSpec(
+            "catalog_changes",
+            "catalog/changes",
+            _fields(
+                ("asset_id", T.StringType(), False),
+                ("column", T.StringType(), False),
+                ("previous_category", T.StringType(), True),
+                ("previous_confidence", T.DoubleType(), True),
+                ("category", T.StringType(), True),
+                ("confidence", T.DoubleType(), True),
+                ("reason", T.StringType(), False),
+                ("detected_at", T.TimestampType(), False),
+            ),
+            created_by="ketch-spark catalog scan",
+        ),
+        TableSpec(
             "dsr_requests",
             "dsr/requests",
             _fields(

@@ -11,6 +11,7 @@ from ketch_spark.catalog.classify import (
     classify_column,
     classify_sample,
 )
+from ketch_spark.catalog.review import Label
 
 __all__ = [
     "AssetCatalog",
@@ -22,4 +23,5 @@ __all__ = [
     "ColumnClass",
     "classify_column",
     "classify_sample",
+    "Label",
 ]

@@ -11,6 +11,9 @@ dot path). A scan:
 * marks assets previously seen under a scanned URI and not found any more as
   ``gone`` (never deletes them);
 * records a failure on the asset (status ``error``) and goes on with the rest;
+* keeps reviewed labels (catalog/labels, :mod:`ketch_spark.catalog.review`) over
+  the classifier, and records in catalog/changes the columns of a re-sampled
+  asset that are classified differently, or no longer look like their label;
 * MERGEs everything keyed by ``asset_id`` and ``(asset_id, column)``, so running
   it twice changes nothing but scan times.
 
@@ -31,6 +34,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ketch_spark.catalog.classify import ClassifierSettings, ColumnClass, classify_sample
+from ketch_spark.catalog.review import (
+    REVIEW_BELOW,
+    Label,
+    label_column,
+    labelled_classes,
+    read_labels,
+    record_changes,
+    review_queue,
+)
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors import (
     Asset,
@@ -65,6 +77,8 @@ class ScanResult:
         gone: Assets seen before under a scanned URI and not found any more.
         errors: Assets or URIs that failed; each is in ``error_assets``.
         personal_columns: Personal columns found in the sampled assets.
+        changed_columns: Columns of re-sampled assets classified differently than before, or
+            whose values no longer look like their label (catalog/changes; ``catalog review``).
         error_assets: ``{"location", "error"}`` per failure (redacted).
         seconds: Wall time of the scan.
     """
@@ -76,6 +90,7 @@ class ScanResult:
     gone: int = 0
     errors: int = 0
     personal_columns: int = 0
+    changed_columns: int = 0
     error_assets: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -89,6 +104,7 @@ class ScanResult:
             "gone": self.gone,
             "errors": self.errors,
             "personal_columns": self.personal_columns,
+            "changed_columns": self.changed_columns,
             "error_assets": [dict(e) for e in self.error_assets],
             "seconds": round(self.seconds, 3),
         }
@@ -208,10 +224,46 @@ class AssetCatalog:
         classified: dict[str, list[ColumnClass]] = {}
         for uri, connector in connectors:
             self._scan_uri(uri, connector, previous, now, rows, classified, result)
+        drifted = self._apply_labels(classified)
+        previous_columns = self._previous_columns(classified)
         self._write(rows, classified, now)
+        if classified:
+            result.changed_columns = record_changes(self.spark, self.cfg, classified, previous_columns, drifted, now)
         result.seconds = time.perf_counter() - started
         logger.info("catalog scan: %s", json.dumps(result.summary()))
         return result
+
+    def _apply_labels(self, classified: dict[str, list[ColumnClass]]) -> dict[str, list[tuple[str, str]]]:
+        """Replaces classes by their reviewed labels (in place); per asset, the labelled columns that drifted."""
+        labels = read_labels(self.spark, self.cfg, classified) if classified else {}
+        drifted = {}
+        for asset_id, asset_labels in labels.items():
+            classified[asset_id], drifted[asset_id] = labelled_classes(classified[asset_id], asset_labels)
+        return drifted
+
+    def _previous_columns(self, classified: dict[str, list[ColumnClass]]) -> dict[str, dict[str, Any]]:
+        """``asset_id|column`` -> the category and confidence stored before this scan, for the sampled assets."""
+        if not classified:
+            return {}
+        rows = (read_table(self.spark, self.cfg, _COLUMNS).where(F.col("asset_id").isin(sorted(classified)))
+                .select("asset_id", "column", "category", "confidence").collect())
+        return {f"{r['asset_id']}|{r['column']}": r.asDict() for r in rows}
+
+    # -- review -----------------------------------------------------------------------------
+
+    def label(self, asset: str, column: str, category: str | None, labelled_by: str | None = None,
+              note: str | None = None) -> Label:
+        """Records a reviewed classification that every later scan keeps (see :mod:`ketch_spark.catalog.review`)."""
+        return label_column(self.spark, self.cfg, asset, column, category, labelled_by, note)
+
+    def labels(self) -> DataFrame:
+        """Every reviewed label (asset_id, column, category, labelled_by, labelled_at, note)."""
+        ensure_table(self.spark, self.cfg, "catalog_labels")
+        return read_table(self.spark, self.cfg, "catalog_labels")
+
+    def review(self, below: float = REVIEW_BELOW) -> DataFrame:
+        """Columns a person should review (see :func:`ketch_spark.catalog.review.review_queue`)."""
+        return review_queue(self.spark, self.cfg, below)
 
     def _scan_uri(self, uri: str, connector: Connector, previous: dict[str, dict], now: dt.datetime,
                   rows: dict[str, dict], classified: dict[str, list[ColumnClass]], result: ScanResult) -> None:

@@ -87,6 +87,9 @@ class _Shape(NamedTuple):
     separate: int
 
 
+#: Caps the separate runs of (c): each is a whole run with its ledger sweep (about 5 minutes here, most of it
+#: moto's Scan of the DynamoDB tables), so 20 take well over an hour on 2 cores.
+SEPARATE_ENV = "KETCH_BENCH_STORES_SEPARATE"
 _FULL = _Shape(pg_rows=1_000_000, dynamo_items=50_000, batch=1000, separate=20)
 _QUICK = _Shape(pg_rows=20_000, dynamo_items=2_000, batch=50, separate=3)
 
@@ -240,6 +243,8 @@ def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> di
     from services import PG_USER, connectors_section, running_moto, running_postgres, with_connectors
 
     shape = _QUICK if quick else _FULL
+    if os.environ.get(SEPARATE_ENV):
+        shape = shape._replace(separate=min(shape.separate, int(os.environ[SEPARATE_ENV])))
     previous = os.environ.get("KETCH_RECEIPT_SECRET")
     with running_postgres() as server, running_moto() as moto:
         started = time.perf_counter()
@@ -326,7 +331,10 @@ def _measure(spark: SparkSession, cfg: KetchConfig, server: Any, moto: Any, shap
         " moto's server on loopback. Catalogued once by AssetCatalog.scan (not timed)."
         + (" Quick sizes: figure names keep the full run's." if quick else ""),
         f"Requests (erasure, delete, by email and user_id): warm-up 1; (a) 1; (b) {shape.batch:,} in one run; (c)"
-        f" {shape.separate} runs of 1. Phases erase disjoint subjects from the same tables. Only run_requests is"
+        f" {shape.separate} runs of 1"
+        + (f" (capped by {SEPARATE_ENV}; the per-subject figure is the mean of these runs)"
+           if shape.separate < (_QUICK if quick else _FULL).separate else "")
+        + ". Phases erase disjoint subjects from the same tables. Only run_requests is"
         " timed; each run includes the erased-subject ledger sweep (identity columns of every asset read once),"
         " which the ledger makes part of every run from the second on.",
         f"(b) erased rows per asset (audit): {dict(sorted(batch_erased.items()))}; afterwards no row of an erased"
