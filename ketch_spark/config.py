@@ -135,15 +135,17 @@ class DsrSettings:
     obfuscate_categories: Mapping[str, ObfuscationRule] = field(default_factory=dict)
     obfuscate_columns: Mapping[str, ObfuscationRule] = field(default_factory=dict)
 
-    def rule_for(self, column: str, category: str | None) -> ObfuscationRule | None:
+    def rule_for(self, column: str, category: str | None, key: bool = False) -> ObfuscationRule | None:
         """The rule of ``column``: by its path, then its leaf name, then its category.
 
-        Returns ``None`` for a column that is neither named by a rule nor personal.
+        Returns ``None`` for a column that is neither named by a rule nor personal,
+        and for a ``key`` column (a table's primary key, a DynamoDB key attribute)
+        that no rule names: obfuscation keeps a record addressable unless told otherwise.
         """
-        for key in (column, column.rsplit(".", 1)[-1]):
-            if key in self.obfuscate_columns:
-                return self.obfuscate_columns[key]
-        if category is None:
+        for name in (column, column.rsplit(".", 1)[-1]):
+            if name in self.obfuscate_columns:
+                return self.obfuscate_columns[name]
+        if category is None or key:
             return None
         return self.obfuscate_categories.get(category, self.obfuscate_default)
 

@@ -1,5 +1,8 @@
 """Reviewed labels survive rescans, the rights engine uses them, and the review queue lists low-confidence,
-context-inferred and changed classifications (library and command line)."""
+context-inferred and changed classifications (library and command line).
+
+One catalog goes through the sequence a reviewer lives: scan, review, label, new data, rescan, review again,
+label again; the assertions look at each step (the steps are recorded once, in a module fixture)."""
 
 from __future__ import annotations
 
@@ -17,67 +20,73 @@ REPO = Path(__file__).resolve().parent.parent
 _EMAILS = [f"person{i}@example.com" for i in range(12)]
 
 
-def _write_contacts(spark, folder: Path, emails: list[str], notes: list[str], mode: str = "overwrite") -> None:
+def _write_contacts(spark, folder: Path, emails: list[str], notes: list[str]) -> None:
     rows = [(1000 + i, email, f"A-{i:04d}", note) for i, (email, note) in enumerate(zip(emails, notes))]
     spark.createDataFrame(rows, "id long, email string, account_ref string, notes string") \
-        .coalesce(1).write.mode(mode).parquet(str(folder))
-
-
-@pytest.fixture()
-def scanned(spark, cfg, tmp_path):
-    folder = tmp_path / "lake" / "contacts"
-    _write_contacts(spark, folder, _EMAILS, ["called back", "prefers mail", "vip"] * 4)
-    catalog = AssetCatalog(spark, cfg)
-    assert catalog.scan(f"file://{folder}").errors == 0
-    return catalog, folder
+        .coalesce(1).write.mode("overwrite").parquet(str(folder))
 
 
 def _columns(catalog: AssetCatalog) -> dict[str, tuple]:
     return {r["column"]: (r["category"], r["method"]) for r in catalog.columns().collect()}
 
 
-def test_labels_win_survive_rescans_and_reach_the_rights_engine(spark, cfg, scanned):
-    catalog, folder = scanned
-    first = _columns(catalog)
-    assert first["id"][0] == "user_id" and first["id"][1].startswith("context")  # a contacts table's id
-    assert first["account_ref"][0] == "user_id"
-    queued = {r["column"]: r["reason"] for r in catalog.review().collect()}
-    assert "id" in queued and "inferred" in queued["id"]
+def _queue(catalog: AssetCatalog) -> dict[str, str]:
+    return {r["column"]: r["reason"] for r in catalog.review().collect()}
 
+
+@pytest.fixture(scope="module")
+def lifecycle(spark, base_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog-review")
+    cfg = base_config.with_warehouse(root / "wh")
+    folder = root / "lake" / "contacts"
+    _write_contacts(spark, folder, _EMAILS, ["called back", "prefers mail", "vip"] * 4)
+    catalog = AssetCatalog(spark, cfg)
+    steps = {"first_scan": catalog.scan(f"file://{folder}")}
+    steps["first"], steps["first_queue"] = _columns(catalog), _queue(catalog)
     catalog.label(str(folder), "account_ref", None, labelled_by="dpo@example.com", note="a CRM account, a company")
     catalog.label("contacts", "id", "user_id", labelled_by="dpo@example.com")
-    after_label = _columns(catalog)
-    assert after_label["account_ref"] == (None, "label") and after_label["id"] == ("user_id", "label")
-    assert "id" not in {r["column"] for r in catalog.review().collect()}
-    identity = {c.column for a in rights_assets(spark, cfg) for c in a.identity_columns}
-    assert "account_ref" not in identity and {"id", "email"} <= identity
-
-    _write_contacts(spark, folder, _EMAILS, _EMAILS)  # new files: the asset is sampled again
-    result = catalog.scan(f"file://{folder}")
-    assert result.sampled == 1 and result.changed_columns == 1
-    again = _columns(catalog)
-    assert again["account_ref"] == (None, "label") and again["id"] == ("user_id", "label")  # kept
-    assert again["notes"][0] == "email"
-    changes = {r["column"]: r["reason"] for r in catalog.review().collect()}
-    assert "rescan" in changes["notes"] and "was not personal" in changes["notes"]
-    labels = {r["column"]: r for r in catalog.labels().collect()}
-    assert labels["account_ref"]["labelled_by"] == "dpo@example.com" and labels["account_ref"]["labelled_at"]
-
-
-def test_a_labelled_column_whose_values_drift_is_reported(spark, scanned):
-    catalog, folder = scanned
     catalog.label(str(folder), "email", "email", labelled_by="dpo@example.com")
-    _write_contacts(spark, folder, ["opted out"] * 12, ["x"] * 12)
-    catalog.scan(f"file://{folder}")
-    assert _columns(catalog)["email"] == ("email", "label")  # the label still wins
-    reasons = {r["column"]: r["reason"] for r in catalog.review().collect()}
-    assert reasons["email"].startswith("drift: labelled email")
+    steps["labelled"], steps["labelled_queue"] = _columns(catalog), _queue(catalog)
+    steps["identity"] = {c.column for a in rights_assets(spark, cfg) for c in a.identity_columns}
+    _write_contacts(spark, folder, ["opted out"] * 12, _EMAILS)  # new files: the asset is sampled again
+    steps["rescan"] = catalog.scan(f"file://{folder}")
+    steps["again"], steps["again_queue"] = _columns(catalog), _queue(catalog)
     catalog.label(str(folder), "email", "email", labelled_by="dpo@example.com", note="checked: legacy rows")
-    assert "email" not in {r["column"] for r in catalog.review().collect()}  # settled by the later label
+    steps["settled_queue"] = _queue(catalog)
+    steps["labels"] = {r["column"]: r for r in catalog.labels().collect()}
+    return catalog, folder, cfg, steps
 
 
-def test_label_errors_say_what_to_do(scanned):
-    catalog, folder = scanned
+def test_first_scan_queues_what_was_inferred(lifecycle):
+    _, _, _, steps = lifecycle
+    assert steps["first_scan"].errors == 0
+    assert steps["first"]["id"][0] == "user_id" and steps["first"]["id"][1].startswith("context")  # a contacts id
+    assert steps["first"]["account_ref"][0] == "user_id"
+    assert "inferred" in steps["first_queue"]["id"]
+
+
+def test_labels_win_at_once_and_reach_the_rights_engine(lifecycle):
+    _, _, _, steps = lifecycle
+    assert steps["labelled"]["account_ref"] == (None, "label") and steps["labelled"]["id"] == ("user_id", "label")
+    assert "id" not in steps["labelled_queue"]
+    assert "account_ref" not in steps["identity"] and {"id", "email"} <= steps["identity"]
+    label = steps["labels"]["account_ref"]
+    assert label["labelled_by"] == "dpo@example.com" and label["labelled_at"] and label["note"].startswith("a CRM")
+
+
+def test_a_rescan_keeps_labels_and_records_changes_and_drift(lifecycle):
+    _, _, _, steps = lifecycle
+    assert steps["rescan"].sampled == 1 and steps["rescan"].changed_columns == 2
+    assert steps["again"]["account_ref"] == (None, "label") and steps["again"]["id"] == ("user_id", "label")
+    assert steps["again"]["email"] == ("email", "label")  # the label still wins over drifted values
+    assert steps["again"]["notes"][0] == "email"
+    assert "rescan" in steps["again_queue"]["notes"] and "was not personal" in steps["again_queue"]["notes"]
+    assert steps["again_queue"]["email"].startswith("drift: labelled email")
+    assert "email" not in steps["settled_queue"] and "notes" in steps["settled_queue"]  # a later label settles it
+
+
+def test_label_errors_say_what_to_do(lifecycle):
+    catalog, folder, _, _ = lifecycle
     with pytest.raises(ConfigError, match="unknown category 'mail'"):
         catalog.label(str(folder), "email", "mail")
     with pytest.raises(ConfigError, match="no catalogued asset"):
@@ -86,19 +95,16 @@ def test_label_errors_say_what_to_do(scanned):
         catalog.label(str(folder), "e-mail", "email")
 
 
-def test_cli_review_and_label(spark, tmp_path, capsys):
-    folder = tmp_path / "lake" / "customers"
-    _write_contacts(spark, folder, _EMAILS, ["n"] * 12)
+def test_cli_review_and_label(lifecycle, tmp_path, capsys):
+    _, folder, cfg, _ = lifecycle
     conf = tmp_path / "ketch.yaml"
-    conf.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
-    assert main(["catalog", "scan", "--source", f"file://{folder}", "--conf", str(conf)]) == 0
-    capsys.readouterr()
+    conf.write_text(f"warehouse: {cfg.warehouse}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
     assert main(["catalog", "review", "--conf", str(conf)]) == 0
     out = capsys.readouterr().out
-    assert "id" in out and json.loads(out.strip().splitlines()[-1])["to_review"] >= 1
-    assert main(["catalog", "label", "--asset", str(folder), "--column", "id", "--as", "user_id", "--by", "me",
+    assert "notes" in out and json.loads(out.strip().splitlines()[-1])["to_review"] >= 1
+    assert main(["catalog", "label", "--asset", str(folder), "--column", "notes", "--as", "email", "--by", "me",
                  "--conf", str(conf)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["category"] == "user_id" and summary["labelled_by"] == "me"
+    assert summary["category"] == "email" and summary["labelled_by"] == "me"
     assert main(["catalog", "label", "--asset", str(folder), "--column", "nope", "--not-personal",
                  "--conf", str(conf)]) == 1

@@ -537,7 +537,7 @@ class _DynamoTable:
         settings = self.connector.cfg.dsr
         rules = {}
         for personal in self.asset.personal_columns:
-            rule = settings.rule_for(personal.column, personal.category)
+            rule = settings.rule_for(personal.column, personal.category, key=personal.column in self.keys)
             if rule is not None:
                 rules.setdefault(personal.column, rule)
         for column, rule in settings.obfuscate_columns.items():

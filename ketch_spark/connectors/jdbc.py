@@ -547,8 +547,9 @@ class JdbcConnector(Connector):
         settings = self.cfg.dsr
         columns = table.column_types(conn)
         rules = {}
+        primary_key = set(filter(None, asset.properties.get("primary_key", "").split(",")))
         for personal in asset.personal_columns:
-            rule = settings.rule_for(personal.column, personal.category)
+            rule = settings.rule_for(personal.column, personal.category, key=personal.column in primary_key)
             if rule is not None and personal.column in columns:
                 rules.setdefault(personal.column, rule)
         for column, rule in settings.obfuscate_columns.items():
