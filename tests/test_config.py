@@ -112,3 +112,5 @@ def test_documented_dsr_section_is_valid_and_gives_the_story_rules(tmp_path):
     assert settings.rule_for("is_deleted", None).method == "constant"
     assert settings.rule_for("email", "email") == ObfuscationRule("null")
     assert settings.rule_for("page", None) is None
+    assert settings.rule_for("id", "user_id", key=True) is None  # a key keeps its value unless named
+    assert settings.rule_for("is_deleted", None, key=True).method == "constant"
