@@ -300,9 +300,12 @@ _ADDRESS_WORDS = {"address", "street", "addressline", "residence", "line", "hous
 _ADDRESS_STRONG = {"address", "street", "addressline", "residence"}
 _ADDRESS_CONTEXT = {"address", "shipping", "billing", "mailing", "residence", "delivery", "home"}
 _POSTCODE_WORDS = {"zip", "postcode", "postal", "zipcode", "postalcode"}
-_NOT_ADDRESS = {"email", "mail", "ip", "mac", "wallet", "web", "url", "remote", "server", "memory", "host", "bitcoin",
-                "city", "state", "country", "region", "province", "county", "latitude", "longitude", "lat", "lng",
-                "type", "validated", "verified", "company", "id", "phone", "name", "success", "status"}
+#: Names that are never a postal address (another kind of address, a part that is not personal, an id).
+_NOT_ADDRESS = {"email", "mail", "ip", "mac", "wallet", "web", "url", "remote", "server", "host", "bitcoin", "city",
+                "state", "country", "region", "type", "id"}
+#: Names that are not an address unless they name a line of one (``houseNumberOrName``, ``address_line_phone``).
+_NOT_ADDRESS_BUT_A_LINE = {"memory", "province", "county", "latitude", "longitude", "lat", "lng", "validated",
+                           "verified", "company", "phone", "name", "success", "status"}
 _DOB_WORDS = {"dob", "birth", "birthday", "birthdate", "born"}
 _CARD_WORDS = {"card", "cc", "pan", "ccnum", "cardnumber", "creditcard"}
 _GENDER_WORDS = {"gender", "sex", "pronoun", "pronouns"}
@@ -746,8 +749,7 @@ def _email_hash_candidates(name: _Name, strings: list[str], n_all: int,
     coded = name.seq in (("em",), ("hem",))  # ad platforms' short names for the hashed email
     if not (name.has(_EMAIL_WORDS) or coded):
         return out
-    hash_name = name.has(_HASH_WORDS)
-    strength = 0.6 if (hash_name and name.has({"sha256", "sha", "hash", "hashed", "hem"})) or coded else 0.0
+    strength = 0.6 if name.has({"sha256", "sha", "hash", "hashed", "hem"}) or coded else 0.0
     out.append(_combine("email_sha256", strength if "md5" not in name.tokens else 0.0, hex64, n_all))
     out.append(_combine("email_md5", 0.6 if "md5" in name.tokens else 0.0, hex32, n_all))
     return out
@@ -763,16 +765,19 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
     id_values = [str(v) for v in scalars if not isinstance(v, (bool, float))]
     if len(id_values) >= 5 and len(set(id_values)) == 1:
         return []  # a constant is nobody's id
-    id_share = _fraction(id_values, lambda v: bool(_ID_LIKE.match(v)) and not _TIMESTAMP.match(v)) if id_values \
-        else None
+    if tokens & _AD_IDS:  # IDFA, IDFV, GAID/AAID are UUIDs by their platforms' definition
+        id_share = _fraction(id_values, lambda v: bool(_UUID.match(v))) if id_values else None
+    else:
+        id_share = _fraction(id_values, lambda v: bool(_ID_LIKE.match(v)) and not _TIMESTAMP.match(v)) \
+            if id_values else None
     person_values = _fraction(id_values, lambda v: bool(_PERSON_ID_VALUE.match(v))) if id_values else 0.0
     head_is_id = name.head in _ID_WORDS or name.head in {"name", "login", "handle", "alias"} or \
         name.leaf in _USER_NAMES
     device_name = bool(tokens & _DEVICE_STRONG) or (bool(tokens & _DEVICE_WORDS) and head_is_id) or \
-        (bool(tokens & {"domain", "network"}) and {"user", "id"} <= tokens)
+        (bool(tokens & {"domain", "network"}) and {"user", "id"} <= tokens) or \
+        ("fingerprint" in tokens and bool(tokens & {"user", "browser", "device", "visitor"}))
     user_name = (bool(tokens & _USER_SUBJECTS) and head_is_id) or name.leaf in _USER_NAMES or seq == ("uid",) or \
         (len(seq) <= 2 and name.head == "user") or (len(seq) == 2 and seq[0] in _PERSON_TOOLS and name.head in _ID_HEADS)
-    device_name = device_name or ("fingerprint" in tokens and bool(tokens & {"user", "browser", "device", "visitor"}))
     used_context = False
     if _is_record_id(name) and not device_name and not user_name:
         if name.in_context(_DEVICE_CONTEXT) or name.parent & _DEVICE_CONTEXT:
@@ -784,8 +789,6 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
     if tokens & {"account"} and tokens & {"number", "no"}:
         user_name = False
     out: list[_Candidate | None] = []
-    if tokens & _AD_IDS and id_values:  # IDFA, IDFV, GAID/AAID are UUIDs by their platforms' definition
-        id_share = _fraction(id_values, lambda v: bool(_UUID.match(v)))
     if device_name:
         out.append(_with_context(_combine("device_id", 0.75, id_share, len(id_values)), used_context))
     elif user_name:
@@ -824,9 +827,7 @@ def _address_candidate(name: _Name, strings: list[str]) -> _Candidate | None:
                         else None, len(strings))
     in_address = name.in_context(_ADDRESS_CONTEXT) or bool(name.parent & _ADDRESS_CONTEXT)
     line_name = bool(tokens & _ADDRESS_STRONG) or (bool(tokens & {"line", "house"}) and in_address)
-    if tokens & _NOT_ADDRESS and not (line_name and not tokens & {"email", "mail", "ip", "mac", "wallet", "web",
-                                                                   "url", "remote", "server", "host", "bitcoin"}
-                                      and not tokens & {"city", "state", "country", "region", "type", "id"}):
+    if tokens & _NOT_ADDRESS or (tokens & _NOT_ADDRESS_BUT_A_LINE and not line_name):
         return None
     if line_name:
         candidate = _combine("postal_address", 0.7, _fraction(strings, _is_address_part) if strings else None,
