@@ -56,7 +56,7 @@ from ketch_spark.rights.audit import read_audit
 from ketch_spark.rights.engine import rights_assets, run_requests
 from ketch_spark.rights.requests import read_requests, submit_requests
 
-from timing import StepClock, ratio
+from timing import RunTiming, ratio
 
 logger = logging.getLogger(__name__)
 
@@ -218,17 +218,8 @@ class _Phase(NamedTuple):
     formats: dict[str, str]  # asset_id -> format
 
 
-class _Timing:
-    """Run times of one phase (one per run_requests), its submission time and its step clock."""
-
-    def __init__(self) -> None:
-        self.run_seconds: list[float] = []
-        self.submit_seconds = 0.0
-        self.clock = StepClock(_STEP_TARGETS, _TOP_LEVEL_FORMATS)
-
-    @property
-    def total(self) -> float:
-        return sum(self.run_seconds)
+def _timing() -> RunTiming:
+    return RunTiming(_STEP_TARGETS, _TOP_LEVEL_FORMATS)
 
 
 def _prepare(spark: SparkSession, cfg: KetchConfig, pristine: dict[str, Any], workdir: Path, name: str) -> _Phase:
@@ -261,7 +252,7 @@ def _failures(spark: SparkSession, phase: _Phase) -> str:
     return "; ".join(f"{r['request_id']}: {r['error']}" for r in errors) or "(no error recorded)"
 
 
-def _erase(spark: SparkSession, phase: _Phase, subjects: list[int], timing: _Timing, first_number: int = 0) -> None:
+def _erase(spark: SparkSession, phase: _Phase, subjects: list[int], timing: RunTiming, first_number: int = 0) -> None:
     """Submits one erasure request per subject (timed apart), then times one ``run_requests``."""
     requests = [_request(phase.name, first_number + n, index) for n, index in enumerate(subjects)]
     started = time.perf_counter()
@@ -270,10 +261,7 @@ def _erase(spark: SparkSession, phase: _Phase, subjects: list[int], timing: _Tim
     if len(submitted.accepted) != len(requests):
         raise RuntimeError(f"phase {phase.name}: submit accepted {len(submitted.accepted)} of {len(requests)}: "
                            f"{submitted.summary()}")
-    with timing.clock.installed():
-        started = time.perf_counter()
-        result = run_requests(spark, phase.cfg)
-        timing.run_seconds.append(time.perf_counter() - started)
+    result = timing.run(lambda: run_requests(spark, phase.cfg))
     if result.failed or len(result.done) != len(requests):
         raise RuntimeError(f"phase {phase.name}: {len(result.done)} of {len(requests)} request(s) done, "
                            f"{len(result.failed)} failed: {_failures(spark, phase)}")
@@ -335,7 +323,7 @@ def _biggest(seconds: dict[str, float], nested: bool, count: int, per: float = 1
     return ", ".join(f"{k.strip()} {s:{'+' if signed else ''}.1f} s" for s, k in chosen)
 
 
-def _why_batch(single: _Timing, batch: _Timing, n_batch: int) -> str:
+def _why_batch(single: RunTiming, batch: RunTiming, n_batch: int) -> str:
     grown = {k: s - single.clock.seconds.get(k, 0.0) for k, s in batch.clock.seconds.items()}
     return (
         f"Why batch_1000_over_single misses 3 ({n_batch:,} subjects): the steps that grew most from (a) to (b):"
@@ -343,7 +331,7 @@ def _why_batch(single: _Timing, batch: _Timing, n_batch: int) -> str:
     )
 
 
-def _why_separate(separate: _Timing, n_separate: int, batch_per_subject: float) -> str:
+def _why_separate(separate: RunTiming, n_separate: int, batch_per_subject: float) -> str:
     per_run = separate.total / n_separate
     return (
         f"Why per_subject_speedup misses 100: one separate run costs {per_run:.1f} s on average against"
@@ -385,20 +373,20 @@ def _run(spark: SparkSession, cfg: KetchConfig, workdir: Path, shape: _Shape, qu
     batch_subjects = picked[2:2 + shape.batch]
     separate_subjects = picked[2 + shape.batch:]
 
-    warm = _Timing()
+    warm = _timing()
     phase = _prepare(spark, cfg, pristine, workdir, "warmup")
     _erase(spark, phase, [warm_subject], warm)
     shutil.rmtree(phase.root)
     logger.info("rights bench: first run %.1f s: %s", warm.total, warm.clock.describe(warm.total))
 
-    single = _Timing()
+    single = _timing()
     phase = _prepare(spark, cfg, pristine, workdir, "single")
     _erase(spark, phase, [single_subject], single)
     single_audit = _erase_audit(spark, phase)
     shutil.rmtree(phase.root)
     logger.info("rights bench: (a) 1 subject %.1f s: %s", single.total, single.clock.describe(single.total))
 
-    batch = _Timing()
+    batch = _timing()
     phase = _prepare(spark, cfg, pristine, workdir, "batch")
     _erase(spark, phase, batch_subjects, batch)
     logger.info("rights bench: (b) %d subjects %.1f s: %s", shape.batch, batch.total, batch.clock.describe(batch.total))
@@ -418,7 +406,7 @@ def _run(spark: SparkSession, cfg: KetchConfig, workdir: Path, shape: _Shape, qu
                                f" the subjects, {rows_before} rows before and {after} after")
     shutil.rmtree(phase.root)
 
-    separate = _Timing()
+    separate = _timing()
     phase = _prepare(spark, cfg, pristine, workdir, "separate")
     for number, subject in enumerate(separate_subjects):
         _erase(spark, phase, [subject], separate, first_number=number)

@@ -51,7 +51,7 @@ from ketch_spark.rights.audit import read_audit
 from ketch_spark.rights.engine import rights_assets, run_requests
 from ketch_spark.rights.requests import read_requests, submit_requests
 
-from timing import StepClock, ratio
+from timing import RunTiming, ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/services.py: the servers
 
@@ -195,14 +195,8 @@ def _dynamo_count(moto: Any, table: str) -> int:
 # ---------------------------------------------------------------------- runs
 
 
-class _Timing:
-    def __init__(self) -> None:
-        self.run_seconds: list[float] = []
-        self.clock = StepClock(_STEP_TARGETS)
-
-    @property
-    def total(self) -> float:
-        return sum(self.run_seconds)
+def _timing() -> RunTiming:
+    return RunTiming(_STEP_TARGETS)
 
 
 def _request(phase: str, number: int, index: int) -> dict[str, Any]:
@@ -210,16 +204,13 @@ def _request(phase: str, number: int, index: int) -> dict[str, Any]:
             "mode": "delete", "identities": {"email": subject_email(index), "user_id": f"u-{index}"}}
 
 
-def _erase(spark: SparkSession, cfg: KetchConfig, phase: str, subjects: list[int], timing: _Timing,
+def _erase(spark: SparkSession, cfg: KetchConfig, phase: str, subjects: list[int], timing: RunTiming,
            first_number: int = 0) -> None:
     requests = [_request(phase, first_number + n, index) for n, index in enumerate(subjects)]
     submitted = submit_requests(spark, cfg, requests)
     if len(submitted.accepted) != len(requests):
         raise RuntimeError(f"{phase}: submit accepted {len(submitted.accepted)} of {len(requests)}")
-    with timing.clock.installed():
-        started = time.perf_counter()
-        result = run_requests(spark, cfg)
-        timing.run_seconds.append(time.perf_counter() - started)
+    result = timing.run(lambda: run_requests(spark, cfg))
     if result.failed or len(result.done) != len(requests):
         errors = read_requests(spark, cfg, statuses="failed").select("error").limit(2).collect()
         raise RuntimeError(f"{phase}: {len(result.done)} of {len(requests)} done: {[r['error'] for r in errors]}")
@@ -284,7 +275,7 @@ def _measure(spark: SparkSession, cfg: KetchConfig, server: Any, moto: Any, shap
               PROFILES: _dynamo_count(moto, PROFILES), SESSIONS: _dynamo_count(moto, SESSIONS)}
 
     picked = random.Random(SEED).sample(range(shape.dynamo_items), 2 + shape.batch + shape.separate)
-    warm, single, batch, separate = _Timing(), _Timing(), _Timing(), _Timing()
+    warm, single, batch, separate = _timing(), _timing(), _timing(), _timing()
     _erase(spark, cfg, "warmup", picked[:1], warm)
     logger.info("stores bench: first run %.1f s: %s", warm.total, warm.clock.describe(warm.total))
     _erase(spark, cfg, "single", picked[1:2], single)

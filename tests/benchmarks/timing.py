@@ -96,3 +96,29 @@ class StepClock:
                  for name in labels]
         parts.append(f"other {(total - self.top_level()) / runs:.1f}")
         return "; ".join(parts)
+
+
+class RunTiming:
+    """Wall times of a phase's timed runs, the step clock installed while each runs, and untimed extras.
+
+    Args:
+        targets: The :class:`StepClock` targets.
+        formats: The :class:`StepClock` formats.
+    """
+
+    def __init__(self, targets: Sequence[tuple[str, str, str]], formats: Sequence[str] = ()) -> None:
+        self.run_seconds: list[float] = []
+        self.submit_seconds = 0.0
+        self.clock = StepClock(targets, formats)
+
+    @property
+    def total(self) -> float:
+        return sum(self.run_seconds)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Calls ``fn`` with the step clock installed; its wall time is one more run. Returns what ``fn`` returns."""
+        with self.clock.installed():
+            started = time.perf_counter()
+            result = fn()
+            self.run_seconds.append(time.perf_counter() - started)
+        return result
