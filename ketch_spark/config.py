@@ -52,12 +52,16 @@ class ConsentSettings:
             (after trimming); a longer one is quarantined as ``id_too_long``.
         max_quarantined_share: The batch's expectations fail for a source
             (api, js_tag, ...) whose share of quarantined rows is above it.
+        state_rewrite_share: Compaction rewrites the consent/state files a run
+            touches (instead of marking changed rows deleted and appending them)
+            when at least this share of the state's rows changes.
     """
 
     max_future_skew_seconds: int = 300
     earliest_event_date: dt.date = dt.date(2000, 1, 1)
     max_id_length: int = 256
     max_quarantined_share: float = 0.05
+    state_rewrite_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         _expect(value, (str, int, float, bool), source, f"spark.{key}", "a scalar Spark setting")
         spark[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
     consent_raw = _section(data, "consent", source, ("max_future_skew_seconds", "earliest_event_date", "max_id_length",
-                                                          "max_quarantined_share"))
+                                                          "max_quarantined_share", "state_rewrite_share"))
     filter_raw = _section(data, "filter", source, ("broadcast_max_bytes", "key_set_cache_entries", "session_extension"))
     return KetchConfig(
         warehouse=warehouse,
@@ -389,6 +393,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
             earliest_event_date=_date_setting(consent_raw, "earliest_event_date", dt.date(2000, 1, 1), source, "consent"),
             max_id_length=_int_setting(consent_raw, "max_id_length", 256, source, "consent"),
             max_quarantined_share=_share_setting(consent_raw, "max_quarantined_share", 0.05, source, "consent"),
+            state_rewrite_share=_share_setting(consent_raw, "state_rewrite_share", 0.1, source, "consent"),
         ),
         filter=FilterSettings(
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),

@@ -14,7 +14,13 @@ from pyspark.sql import functions as F
 
 import ketch_spark.consent.compact as compact_module
 from ketch_spark.bitmap import bitmap_assign, has_bit, unpack_bits
-from ketch_spark.consent.compact import CompactError, applied_events_version, compact_consent, consent_rates
+from ketch_spark.consent.compact import (
+    CompactError,
+    applied_events_version,
+    compact_consent,
+    consent_rates,
+    state_commit_kind,
+)
 from ketch_spark.consent.sources import append_events
 from ketch_spark.tables import read_table, table_version
 
@@ -181,7 +187,11 @@ event = st.tuples(
     data=st.data(),
 )
 def test_incremental_equals_full_equals_oracle(spark, wide_cfg, history, cuts, data):
-    cfg = wide_cfg
+    from dataclasses import replace
+
+    # 0.0: every incremental run rewrites the files it touches; 1.01: never by share (deletion vectors)
+    share = data.draw(st.sampled_from([0.0, 1.01]))
+    cfg = replace(wide_cfg, consent=replace(wide_cfg.consent, state_rewrite_share=share))
     org = f"p{next(_counter)}"
     rows = [(org, user, purpose, granted, minute) for user, purpose, granted, minute in history]
     # duplicates and arrival order: replay a random sample, then shuffle
@@ -284,3 +294,48 @@ def test_full_rebuild_clusters_the_state_by_org_so_one_org_reads_few_files(spark
     org_b = read_table(spark, cfg, "consent_state").where(F.col("org_id") == "org-b")
     assert {r["file"] for r in org_b.select(F.col("_metadata.file_path").alias("file")).collect()} == {
         f["file"] for f in files if f["first"] == "org-b"}
+
+
+def _last_merge_metrics(spark, cfg):
+    from ketch_spark.tables import delta_table
+
+    row = delta_table(spark, cfg, "consent_state").history(1).select("operation", "operationMetrics").head()
+    assert row["operation"] == "MERGE"
+    return {key: int(value) for key, value in row["operationMetrics"].items()}
+
+
+def test_few_changes_merge_with_deletion_vectors_many_rewrite_the_touched_files(spark, wide_cfg, tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(wide_cfg, warehouse=str(tmp_path / "warehouse"))
+    first = [("o1", f"u{i}", "alpha", True, 1) for i in range(40)]
+    _append(spark, cfg, first, "b-1")
+    assert compact_consent(spark, cfg).commit_kind == "overwrite"
+
+    one_withdrawal = [("o1", "u7", "alpha", False, 2)]  # 1 of 40 rows: below the 10 % default
+    _append(spark, cfg, one_withdrawal, "b-2")
+    few = compact_consent(spark, cfg)
+    assert (few.commit_kind, few.users_changed) == ("merge", 1)
+    assert _last_merge_metrics(spark, cfg)["numTargetDeletionVectorsAdded"] >= 1
+
+    many = [("o1", f"u{i}", "alpha", False, 3) for i in range(0, 40, 2)] + [("o1", "new", "alpha", True, 3)]
+    _append(spark, cfg, many, "b-3")
+    rewrite = compact_consent(spark, cfg)
+    assert (rewrite.commit_kind, rewrite.users_changed, rewrite.inserted) == ("rewrite", 21, 1)
+    metrics = _last_merge_metrics(spark, cfg)
+    assert metrics["numTargetDeletionVectorsAdded"] == 0 and metrics["numTargetFilesRemoved"] >= 1
+    # the rewritten files hold only live rows: no deletion vector is left on the state
+    assert read_table(spark, cfg, "consent_state").count() == 41
+    assert _state(spark, cfg) == oracle(first + one_withdrawal + many)
+    compact_consent(spark, cfg, full=True)
+    assert _state(spark, cfg) == oracle(first + one_withdrawal + many)
+
+
+def test_commit_kind_by_changed_share_and_by_files_beyond_a_rebuild():
+    assert state_commit_kind(0, 1_000, 1, 0.1) == "none"
+    assert state_commit_kind(99, 1_000, 1, 0.1) == "merge"
+    assert state_commit_kind(100, 1_000, 1, 0.1) == "rewrite"
+    assert state_commit_kind(5, 0, 0, 0.1) == "merge"  # an empty state: the MERGE only inserts
+    # a 1M-row state a rebuild writes in 4 files: up to 16 more files of earlier MERGEs are tolerated
+    assert state_commit_kind(1_000, 1_000_000, 20, 0.1) == "merge"
+    assert state_commit_kind(1_000, 1_000_000, 21, 0.1) == "rewrite"

@@ -23,10 +23,20 @@ How a run works (one code path for incremental and full):
    only the key, bitmap and ``purpose_ts`` columns of the state and keeps the
    users whose row changes; a full run applies them to an empty state.
 4. **Commit** once, recording the applied events version in the same commit:
-   a MERGE of the changed rows (incremental; deletion vectors keep the rewrite
-   to those rows) or an overwrite (full), clustered by (org_id, user_id) in
-   files of about :data:`_ROWS_PER_STATE_FILE` rows, so that a consent filter
-   for one org reads only that org's files (Delta's data skipping on org_id).
+   an overwrite (full), clustered by (org_id, user_id) in files of about
+   :data:`_ROWS_PER_STATE_FILE` rows, so that a consent filter for one org
+   reads only that org's files (Delta's data skipping on org_id); or a MERGE
+   of the changed rows (incremental), in one of two ways chosen by
+   :func:`state_commit_kind`. When few rows change, deletion vectors mark the
+   old rows and only the changed rows are written (``merge``). When many
+   change (``consent.state_rewrite_share`` of the state or more) every file
+   is touched anyway, and deletion vectors would leave that many dead rows in
+   the state for every later read to skip: the MERGE then rewrites the files
+   it touches (``rewrite``), which keeps the state as small as its live rows.
+   The state is also rewritten once its files have multiplied past what a
+   rebuild would write (dead rows of earlier MERGEs). Both are a MERGE, so an
+   erasure committed to consent/state while compaction runs conflicts with
+   it instead of being overwritten.
    A run killed before its commit leaves the state as it was; running again
    applies the same events; applying the same events twice is skipped by
    Delta (same ``txnAppId``, same version).
@@ -66,6 +76,7 @@ __all__ = [
     "state_merge_condition",
     "consent_rates",
     "applied_events_version",
+    "state_commit_kind",
     "COMPACT_TXN_APP_ID",
 ]
 
@@ -76,11 +87,16 @@ _KEY = ("org_id", "user_id")
 _TXN_CONF_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_CONF_VERSION = "spark.databricks.delta.write.txnVersion"
 _MATERIALIZE_SOURCE = "spark.databricks.delta.merge.materializeSource"
+_MERGE_DELETION_VECTORS = "spark.databricks.delta.merge.deletionVectors.persistent"
 #: Largest MERGE source broadcast to the state's side (rows of ~100-200 bytes).
 _BROADCAST_MAX_ROWS = 200_000
 _STATE_COLUMNS = ("org_id", "user_id", "granted", "known", "purpose_ts", "updated_at")
 #: Rows per consent/state file written by a full rebuild (about 15-30 MB).
 _ROWS_PER_STATE_FILE = 250_000
+#: Files the state may hold beyond what a rebuild would write before a run rewrites them.
+_EXTRA_STATE_FILES = 16
+#: How a run commits: see :func:`state_commit_kind`.
+OVERWRITE, MERGE, REWRITE, NO_CHANGE = "overwrite", "merge", "rewrite", "none"
 
 
 class CompactError(KetchError, ValueError):
@@ -106,6 +122,8 @@ class CompactResult:
         seconds: Wall time.
         commit_seconds: Part of ``seconds`` spent committing to consent/state
             (the MERGE or overwrite); the rest reads, reduces and applies events.
+        commit_kind: ``overwrite`` (full), ``merge`` (deletion vectors),
+            ``rewrite`` (a MERGE rewriting the files it touches) or ``none``.
     """
 
     full: bool
@@ -121,6 +139,7 @@ class CompactResult:
     state_version: int
     seconds: float
     commit_seconds: float = 0.0
+    commit_kind: str = NO_CHANGE
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able dict of the result."""
@@ -389,15 +408,45 @@ def _all_events(spark: SparkSession, cfg: KetchConfig, upto: int) -> DataFrame:
     return read_table(spark, cfg, "consent_events", version=upto)
 
 
-def _idempotent_commit(spark: SparkSession, app_id: str, version: int) -> contextlib.AbstractContextManager[None]:
+def _idempotent_commit(
+    spark: SparkSession, app_id: str, version: int, kind: str
+) -> contextlib.AbstractContextManager[None]:
     """Makes the MERGE inside an idempotent write of (``app_id``, ``version``).
 
-    The source is already checkpointed by the caller, so Delta need not materialise it again.
+    The source is already checkpointed by the caller, so Delta need not
+    materialise it again. A ``rewrite`` MERGE writes no deletion vector: the
+    files it touches are rewritten without their old rows.
     """
-    return session_conf(
-        spark,
-        {_TXN_CONF_APP: app_id, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"},
-    )
+    settings = {_TXN_CONF_APP: app_id, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"}
+    if kind == REWRITE:
+        settings[_MERGE_DELETION_VECTORS] = "false"
+    return session_conf(spark, settings)
+
+
+def state_commit_kind(changed: int, state_rows: int, state_files: int, rewrite_share: float) -> str:
+    """How an incremental run commits ``changed`` rows to a state of ``state_rows`` rows in ``state_files`` files.
+
+    ``rewrite`` when at least ``rewrite_share`` of the state changes (deletion
+    vectors would only leave that many dead rows behind, in files that are all
+    touched anyway) or when the state holds more than
+    :data:`_EXTRA_STATE_FILES` files beyond what a rebuild would write (the
+    dead rows and small files of earlier MERGEs); ``merge`` otherwise.
+    """
+    if changed == 0:
+        return NO_CHANGE
+    rebuild_files = max(1, -(-state_rows // _ROWS_PER_STATE_FILE))
+    if state_rows and changed >= rewrite_share * state_rows:
+        return REWRITE
+    if state_files > rebuild_files + _EXTRA_STATE_FILES:
+        return REWRITE
+    return MERGE
+
+
+def _state_shape(spark: SparkSession, cfg: KetchConfig) -> tuple[int, int]:
+    """(live rows, files) of consent/state, both from its Delta log (no data read)."""
+    path = table_path(cfg, "consent_state")
+    files = int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("numFiles").head()[0] or 0)
+    return read_table(spark, cfg, "consent_state").count(), files
 
 
 def _merge_source(rows_df: DataFrame) -> DataFrame:
@@ -406,19 +455,20 @@ def _merge_source(rows_df: DataFrame) -> DataFrame:
 
 
 def _merge_changes(
-    spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, app_id: str, version: int
+    spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, app_id: str, version: int, kind: str
 ) -> None:
     """One MERGE of the ``changed`` rows: updates of known users, inserts of new ones.
 
     A day's changes are usually few next to the state: they are then broadcast,
-    so the MERGE's joins do not shuffle the state.
+    so the MERGE's joins do not shuffle the state. ``kind`` is ``merge`` or
+    ``rewrite`` (:func:`state_commit_kind`).
     """
     columns = ("granted", "known", "purpose_ts", "updated_at")
     source = _merge_source(rows_df)
     if changed <= _BROADCAST_MAX_ROWS:
         source = F.broadcast(source)
     state = delta_table(spark, cfg, "consent_state")
-    with _idempotent_commit(spark, app_id, version):
+    with _idempotent_commit(spark, app_id, version, kind):
         (
             state.alias("t")
             .merge(source.alias("s"), state_merge_condition("t", "s"))
@@ -487,13 +537,26 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     counts = _counts(rows_df)
     commit_started = time.perf_counter()
     if not incremental:
+        kind = OVERWRITE
         _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto)
-    elif counts["changed"]:
-        _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto)
     else:
-        _record_applied_version(spark, cfg, app_id, upto)
+        kind = _incremental_commit_kind(spark, cfg, counts["changed"])
+        if kind == NO_CHANGE:
+            _record_applied_version(spark, cfg, app_id, upto)
+        else:
+            _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind)
     commit_seconds = time.perf_counter() - commit_started
-    return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started, commit_seconds)
+    return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
+                   commit_seconds, kind)
+
+
+def _incremental_commit_kind(spark: SparkSession, cfg: KetchConfig, changed: int) -> str:
+    if changed == 0:
+        return NO_CHANGE
+    state_rows, state_files = _state_shape(spark, cfg)
+    kind = state_commit_kind(changed, state_rows, state_files, cfg.consent.state_rewrite_share)
+    logger.info("compaction: %d of %d state rows change, state in %d files: %s", changed, state_rows, state_files, kind)
+    return kind
 
 
 def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int) -> None:
@@ -519,6 +582,7 @@ def _counts(rows_df: DataFrame) -> dict[str, int]:
 def _result(
     spark: SparkSession, cfg: KetchConfig, full: bool, batch_id: str | None, from_version: int | None,
     to_version: int | None, counts: dict[str, int], committed: bool, started: float, commit_seconds: float = 0.0,
+    commit_kind: str = NO_CHANGE,
 ) -> CompactResult:
     changed, inserted = counts.get("changed", 0), counts.get("inserted", 0)
     result = CompactResult(
@@ -535,6 +599,7 @@ def _result(
         state_version=table_version(spark, cfg, "consent_state"),
         seconds=time.perf_counter() - started,
         commit_seconds=commit_seconds,
+        commit_kind=commit_kind,
     )
     logger.info("compaction: %s", result.summary())
     return result
