@@ -73,6 +73,26 @@ def _state(spark, cfg, org=None):
     return state
 
 
+def _measured_sizes(spark, cfg):
+    """Per purpose of the policy: (rows, bytes) of its key set, measured on the state."""
+    from ketch_spark.consent.key_set_sizes import key_row_bytes, key_set_member, purpose_key
+
+    state = read_table(spark, cfg, "consent_state")
+    sizes = {}
+    for purpose in cfg.policy().active:
+        row = state.where(key_set_member(purpose, granted_implies_known=True)).agg(
+            F.count(F.lit(1)).alias("rows"), F.coalesce(F.sum(key_row_bytes()), F.lit(0)).alias("bytes")).head()
+        sizes[purpose_key(purpose)] = (int(row["rows"]), int(row["bytes"]))
+    return sizes
+
+
+def _recorded_sizes(spark, cfg):
+    from ketch_spark.consent.key_set_sizes import recorded_sizes
+    from ketch_spark.tables import table_path
+
+    return recorded_sizes(spark, table_path(cfg, "consent_state"), table_version(spark, cfg, "consent_state"))
+
+
 def oracle(rows):
     """Pure-Python state: latest event_ts per (org, user, bit) wins, a denial wins a tie."""
     best: dict[tuple, tuple[int, bool]] = {}
@@ -202,8 +222,10 @@ def test_incremental_equals_full_equals_oracle(spark, wide_cfg, history, cuts, d
         compact_consent(spark, cfg)
     expected = oracle(rows)
     assert _state(spark, cfg, org) == expected
+    assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)  # kept exact run after run
     compact_consent(spark, cfg, full=True)
     assert _state(spark, cfg, org) == expected
+    assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)
 
 
 def test_bitmap_helpers_with_null_rows(spark):

@@ -36,7 +36,7 @@ from ketch_spark.extensions import KEPT_KEY_SET_PREFIX as KEPT
 from ketch_spark.extensions import KEPT_RELATIONS_CONF, extension_active, kept_relation_count
 from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.errors import ConfigError, SchemaError, TableNotFoundError, UnknownPurposeError
-from ketch_spark.tables import ensure_table, table_path, table_spec
+from ketch_spark.tables import ensure_table, read_table, table_path, table_spec
 from conftest import needs_extension
 from state_rows import state_row
 
@@ -552,3 +552,49 @@ def test_key_set_of_each_basis(spark, policy):
     objections = consent_key_set(consent, policy.purpose("product_improvement"))
     assert sorted(tuple(r) for r in grants.collect()) == [(ORG_A, "granted"), (ORG_B, "changes")]
     assert sorted(tuple(r) for r in objections.collect()) == [(ORG_A, "denied")]
+
+
+def test_compaction_records_key_set_sizes_so_a_first_filter_need_not_measure(spark, cfg, tmp_path, facts_df):
+    from ketch_spark.consent.sources import append_events
+
+    warehouse_cfg = cfg.with_warehouse(tmp_path / "warehouse")
+    t0 = dt.datetime(2026, 11, 1, 12)
+    policy = warehouse_cfg.policy()
+
+    def events(rows, batch_id):
+        data = [(org, user, purpose, policy.purposes[purpose].bit, granted, t0 + dt.timedelta(minutes=minute), "test",
+                 batch_id, t0, t0.date()) for org, user, purpose, granted, minute in rows]
+        schema = ("org_id string, user_id string, purpose string, purpose_bit int, granted boolean, event_ts timestamp, "
+                  "source string, batch_id string, ingested_at timestamp, event_date date")
+        append_events(spark, warehouse_cfg, spark.createDataFrame(data, schema), batch_id)
+
+    events([(ORG_A, f"user-{i}", "analytics", i % 3 == 0, 1) for i in range(30)], "b-1")
+    compact_consent(spark, warehouse_cfg)
+    events([(ORG_A, "user-0", "analytics", False, 2), (ORG_A, "granted", "analytics", True, 2),
+            (ORG_B, "granted", "analytics", True, 2)], "b-2")
+    compact_consent(spark, warehouse_cfg)
+    release_key_sets()
+
+    def first_filter(bound):
+        settings = dataclasses.replace(warehouse_cfg, filter=FilterSettings(broadcast_max_bytes=bound))
+        f = consent_filter("analytics", settings)
+        return f, rows_of(facts_df.transform(f))
+
+    # 11 grants (user-3 .. user-27 but user-0 withdrew, plus "granted" in both orgs) of 32 rows:
+    # the row-count bound (32 x 104 bytes) is above 1,000 bytes, the recorded size is not
+    recorded, rows = first_filter(1_000)
+    assert (recorded.info.strategy, recorded.info.estimate_source) == ("broadcast", "recorded_by_compaction")
+    assert recorded.info.key_set_rows == 11 and rows == [1, 2, 6]
+    measured_bytes = (read_table(spark, warehouse_cfg, "consent_state")
+                      .where(F.col("user_id").isin("granted", *[f"user-{i}" for i in range(3, 30, 3)]))
+                      .agg(F.sum(40 + F.ceil(F.octet_length("org_id") / 8) * 8 + F.ceil(F.octet_length("user_id") / 8) * 8))
+                      .head()[0])
+    assert recorded.info.key_set_bytes == measured_bytes
+
+    # an erasure (DELETE) leaves the recorded size an upper bound; another writer's commit does not
+    delta_state = DeltaTable.forPath(spark, table_path(warehouse_cfg, "consent_state"))
+    delta_state.delete(F.col("user_id") == "user-3")
+    assert first_filter(1_000)[0].info.estimate_source == "recorded_by_compaction"
+    delta_state.update(F.col("user_id") == "user-6", {"updated_at": F.current_timestamp()})
+    after_update, rows = first_filter(1_000)
+    assert after_update.info.estimate_source == "key_set_scan" and rows == [1, 2, 6]

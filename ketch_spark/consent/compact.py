@@ -36,7 +36,9 @@ How a run works (one code path for incremental and full):
    The state is also rewritten once its files have multiplied past what a
    rebuild would write (dead rows of earlier MERGEs). Both are a MERGE, so an
    erasure committed to consent/state while compaction runs conflicts with
-   it instead of being overwritten.
+   it instead of being overwritten. The commit also records each purpose's
+   key-set size (:mod:`ketch_spark.consent.key_set_sizes`), kept up to date
+   from the changed rows, so a consent filter need not measure it.
    A run killed before its commit leaves the state as it was; running again
    applies the same events; applying the same events twice is skipped by
    Delta (same ``txnAppId``, same version).
@@ -63,7 +65,8 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
 from ketch_spark.session_conf import session_conf
-from ketch_spark.policy import Policy
+from ketch_spark.policy import Policy, Purpose
+from ketch_spark.consent.key_set_sizes import commit_user_metadata, recorded_sizes, sizes_after, size_change_columns
 from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path, table_version
 
 __all__ = [
@@ -95,6 +98,8 @@ _STATE_COLUMNS = ("org_id", "user_id", "granted", "known", "purpose_ts", "update
 _ROWS_PER_STATE_FILE = 250_000
 #: Files the state may hold beyond what a rebuild would write before a run rewrites them.
 _EXTRA_STATE_FILES = 16
+OLD_GRANTED, OLD_KNOWN = "old_granted", "old_known"
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 #: How a run commits: see :func:`state_commit_kind`.
 OVERWRITE, MERGE, REWRITE, NO_CHANGE = "overwrite", "merge", "rewrite", "none"
 
@@ -262,7 +267,8 @@ def apply_choices(
 
     Returns:
         The consent_state columns plus ``is_new`` (no state row before), ``events``
-        (event rows of the user read) and ``changed``.
+        (event rows of the user read), ``changed``, and the user's bitmaps before
+        the run as ``old_granted`` / ``old_known`` (zero words for a new user).
     """
     choices = [_choice_column(bit) for bit in bits]
     carried = [F.col(f"s.{c}") for c in (*_KEY, "events", *choices)]
@@ -279,7 +285,9 @@ def apply_choices(
     new_df = old_df.selectExpr(*_KEY, "is_new", "events", *kept_words, *[c for b in bits for c in _new_bit_columns(b)])
     granted, known, purpose_ts, changed = _new_state_columns(bits, n_words)
     updated = f"timestamp_micros({utc_micros(updated_at)}L) AS updated_at"
-    return new_df.selectExpr(*_KEY, granted, known, purpose_ts, updated, "is_new", "events", changed)
+    old_bitmaps = [f"array({', '.join(f'__{name}_{w}' for w in range(n_words))}) AS {column}"
+                   for name, column in (("gw", OLD_GRANTED), ("kw", OLD_KNOWN))]
+    return new_df.selectExpr(*_KEY, granted, known, purpose_ts, updated, "is_new", "events", changed, *old_bitmaps)
 
 
 def state_merge_condition(target: str = "t", source: str = "s") -> str:
@@ -409,7 +417,7 @@ def _all_events(spark: SparkSession, cfg: KetchConfig, upto: int) -> DataFrame:
 
 
 def _idempotent_commit(
-    spark: SparkSession, app_id: str, version: int, kind: str
+    spark: SparkSession, app_id: str, version: int, kind: str, user_metadata: str | None
 ) -> contextlib.AbstractContextManager[None]:
     """Makes the MERGE inside an idempotent write of (``app_id``, ``version``).
 
@@ -420,6 +428,8 @@ def _idempotent_commit(
     settings = {_TXN_CONF_APP: app_id, _TXN_CONF_VERSION: str(version), _MATERIALIZE_SOURCE: "none"}
     if kind == REWRITE:
         settings[_MERGE_DELETION_VECTORS] = "false"
+    if user_metadata is not None:
+        settings[_USER_METADATA] = user_metadata
     return session_conf(spark, settings)
 
 
@@ -455,7 +465,8 @@ def _merge_source(rows_df: DataFrame) -> DataFrame:
 
 
 def _merge_changes(
-    spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, app_id: str, version: int, kind: str
+    spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, changed: int, app_id: str, version: int, kind: str,
+    user_metadata: str | None,
 ) -> None:
     """One MERGE of the ``changed`` rows: updates of known users, inserts of new ones.
 
@@ -468,7 +479,7 @@ def _merge_changes(
     if changed <= _BROADCAST_MAX_ROWS:
         source = F.broadcast(source)
     state = delta_table(spark, cfg, "consent_state")
-    with _idempotent_commit(spark, app_id, version, kind):
+    with _idempotent_commit(spark, app_id, version, kind, user_metadata):
         (
             state.alias("t")
             .merge(source.alias("s"), state_merge_condition("t", "s"))
@@ -479,15 +490,18 @@ def _merge_changes(
 
 
 def _overwrite_state(spark: SparkSession, cfg: KetchConfig, rows_df: DataFrame, rows: int, app_id: str,
-                     version: int) -> None:
+                     version: int, user_metadata: str | None) -> None:
     """The whole state in one commit, clustered by (org_id, user_id)."""
     files = max(1, -(-rows // _ROWS_PER_STATE_FILE))
     clustered = rows_df.repartitionByRange(files, *_KEY).sortWithinPartitions(*_KEY)
-    (
-        clustered.write.format("delta").mode("overwrite")
-        .option("txnAppId", app_id).option("txnVersion", version)
-        .save(table_path(cfg, "consent_state"))
-    )
+    _with_metadata(
+        clustered.write.format("delta").mode("overwrite").option("txnAppId", app_id).option("txnVersion", version),
+        user_metadata,
+    ).save(table_path(cfg, "consent_state"))
+
+
+def _with_metadata(writer: Any, user_metadata: str | None) -> Any:
+    return writer if user_metadata is None else writer.option("userMetadata", user_metadata)
 
 
 def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None, full: bool = False) -> CompactResult:
@@ -534,17 +548,21 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         rows_df = _incremental_rows(spark, cfg, applied, upto, new_rows)
     else:
         rows_df = new_rows(_all_events(spark, cfg, upto))
-    counts = _counts(rows_df)
+    purposes = list(policy.active)
+    counts, size_changes = _counts(rows_df, purposes)
+    sizes_before = recorded_sizes(spark, *_state_at(spark, cfg)) if incremental else None
+    sizes = sizes_after(purposes, size_changes, sizes_before) if sizes_before is not None or not incremental else None
+    metadata = None if sizes is None else commit_user_metadata(sizes)
     commit_started = time.perf_counter()
     if not incremental:
         kind = OVERWRITE
-        _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto)
+        _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto, metadata)
     else:
         kind = _incremental_commit_kind(spark, cfg, counts["changed"])
         if kind == NO_CHANGE:
-            _record_applied_version(spark, cfg, app_id, upto)
+            _record_applied_version(spark, cfg, app_id, upto, metadata)
         else:
-            _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind)
+            _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind, metadata)
     commit_seconds = time.perf_counter() - commit_started
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
                    commit_seconds, kind)
@@ -559,24 +577,31 @@ def _incremental_commit_kind(spark: SparkSession, cfg: KetchConfig, changed: int
     return kind
 
 
-def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int) -> None:
+def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int,
+                            user_metadata: str | None) -> None:
     """Records ``version`` as applied when no row changed: an empty idempotent append."""
     empty = read_table(spark, cfg, "consent_state").limit(0)
-    (
-        empty.write.format("delta").mode("append")
-        .option("txnAppId", app_id).option("txnVersion", version)
-        .save(table_path(cfg, "consent_state"))
-    )
+    _with_metadata(
+        empty.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", version),
+        user_metadata,
+    ).save(table_path(cfg, "consent_state"))
 
 
-def _counts(rows_df: DataFrame) -> dict[str, int]:
+def _state_at(spark: SparkSession, cfg: KetchConfig) -> tuple[str, int]:
+    """(path, current version) of consent/state."""
+    return table_path(cfg, "consent_state"), table_version(spark, cfg, "consent_state")
+
+
+def _counts(rows_df: DataFrame, purposes: Sequence[Purpose]) -> tuple[dict[str, int], dict[str, Any]]:
+    """The run's counts and the key-set size changes of ``purposes``, in one job over the applied rows."""
     row = rows_df.agg(
         F.count(F.lit(1)).alias("touched"),
         F.coalesce(F.sum(F.col("changed").cast("int")), F.lit(0)).alias("changed"),
         F.coalesce(F.sum((F.col("is_new") & F.col("changed")).cast("int")), F.lit(0)).alias("inserted"),
         F.coalesce(F.sum("events"), F.lit(0)).alias("events"),
-    ).head()
-    return {key: int(row[key]) for key in ("touched", "changed", "inserted", "events")}
+        *size_change_columns(purposes, OLD_GRANTED, OLD_KNOWN),
+    ).head().asDict()
+    return {key: int(row[key]) for key in ("touched", "changed", "inserted", "events")}, row
 
 
 def _result(

@@ -39,8 +39,13 @@ from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ketch_spark.bitmap import has_purpose
 from ketch_spark.config import FilterSettings
+from ketch_spark.consent.key_set_sizes import (
+    KEY_ROW_OVERHEAD_BYTES,
+    key_row_bytes,
+    key_set_member,
+    recorded_key_set_size,
+)
 from ketch_spark.consent.snapshot import StateSnapshot, remembered, require_state_columns
 from ketch_spark.extensions import (
     KEPT_KEY_SET_PREFIX,
@@ -57,6 +62,7 @@ __all__ = [
     "SHUFFLE",
     "UPPER_BOUND_ESTIMATE",
     "KEY_SET_SCAN",
+    "RECORDED_SIZE",
     "KeySetEstimate",
     "PlannedKeySet",
     "consent_key_set",
@@ -74,15 +80,13 @@ SHUFFLE = "shuffle"
 #: How the key-set size was estimated.
 UPPER_BOUND_ESTIMATE = "state_rows_upper_bound"
 KEY_SET_SCAN = "key_set_scan"
+RECORDED_SIZE = "recorded_by_compaction"
 
-#: In-memory bytes of one key row beyond its two strings: UnsafeRow null bits,
-#: two offset words, and the hashed relation's per-entry pointer and length words.
-_ROW_OVERHEAD_BYTES = 40
 #: Bytes assumed per id when only the number of state rows is known (ids up to
 #: 32 bytes, UUIDs padded included); the key set is then measured exactly when
 #: this rough bound is above the broadcast limit.
 _ASSUMED_ID_BYTES = 32
-_UPPER_ROW_BYTES = _ROW_OVERHEAD_BYTES + 2 * _ASSUMED_ID_BYTES
+_UPPER_ROW_BYTES = KEY_ROW_OVERHEAD_BYTES + 2 * _ASSUMED_ID_BYTES
 
 #: Key sets used once and not kept yet, remembered at most this many.
 _USED_ONCE_SIZE = 256
@@ -113,13 +117,8 @@ _kept_serials = itertools.count(1)
 
 
 def _key_condition(purpose: Purpose, granted_implies_known: bool) -> Column:
-    """The state rows in a purpose's key set: grants (consent basis) or objections (legitimate interest)."""
-    granted = F.coalesce(has_purpose("granted", purpose.bit), F.lit(False))
-    if purpose.legal_basis == "consent" and granted_implies_known:
-        chose = granted
-    else:
-        known = F.coalesce(has_purpose("known", purpose.bit), F.lit(False))
-        chose = known & granted if purpose.legal_basis == "consent" else known & ~granted
+    """The state rows in a purpose's key set (:func:`key_set_member`) with both ids present."""
+    chose = key_set_member(purpose, granted_implies_known=granted_implies_known)
     return chose & F.col("org_id").isNotNull() & F.col("user_id").isNotNull()
 
 
@@ -153,7 +152,7 @@ class KeySetEstimate:
     Attributes:
         rows: State rows (an upper bound) or key rows (a scan).
         size: Bytes.
-        source: ``state_rows_upper_bound`` or ``key_set_scan``.
+        source: ``state_rows_upper_bound``, ``recorded_by_compaction`` or ``key_set_scan``.
     """
 
     rows: int
@@ -161,19 +160,10 @@ class KeySetEstimate:
     source: str
 
 
-def _padded(length: Column) -> Column:
-    """Bytes an UnsafeRow spends on a string of ``length`` bytes (rounded up to 8)."""
-    return F.ceil(length / F.lit(8)) * F.lit(8)
-
-
 def _measure_key_set(key_df: DataFrame) -> tuple[int, int]:
     """Exact rows and estimated in-memory bytes of a key set (one scan of the state)."""
-    row = key_df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(_padded(F.octet_length("org_id")) + _padded(F.octet_length("user_id"))).alias("id_bytes"),
-    ).head()
-    rows = int(row["rows"])
-    return rows, rows * _ROW_OVERHEAD_BYTES + int(row["id_bytes"] or 0)
+    row = key_df.agg(F.count(F.lit(1)).alias("rows"), F.sum(key_row_bytes()).alias("bytes")).head()
+    return int(row["rows"]), int(row["bytes"] or 0)
 
 
 def _estimate_key_set(snapshot: StateSnapshot, purpose: Purpose, key_df: DataFrame, bound: int) -> KeySetEstimate:
@@ -181,8 +171,10 @@ def _estimate_key_set(snapshot: StateSnapshot, purpose: Purpose, key_df: DataFra
 
     First an upper bound from the number of state rows (a Delta table answers the
     count from its log, without reading data); when that bound exceeds the
-    broadcast limit the key set itself is measured with one scan of the state.
-    Both are remembered per table version when the state is the Delta table.
+    broadcast limit, the size compaction recorded with the state's commit
+    (:mod:`ketch_spark.consent.key_set_sizes`, read from the table's history);
+    without one, the key set itself is measured with one scan of the state. Each
+    is remembered per table version when the state is the Delta table.
     """
     rows = snapshot.row_count()
     upper = rows * _UPPER_ROW_BYTES
@@ -190,9 +182,13 @@ def _estimate_key_set(snapshot: StateSnapshot, purpose: Purpose, key_df: DataFra
         return KeySetEstimate(rows, upper, UPPER_BOUND_ESTIMATE)
     if snapshot.table is None:
         key_rows, size = _measure_key_set(key_df)
-    else:
-        key = ("key_set", snapshot.table, purpose.bit, purpose.legal_basis)
-        key_rows, size = remembered(key, lambda: _measure_key_set(key_df))
+        return KeySetEstimate(key_rows, size, KEY_SET_SCAN)
+    table, spark = snapshot.table, key_df.sparkSession
+    recorded = remembered(("key_set_recorded", table, purpose.bit, purpose.legal_basis),
+                          lambda: recorded_key_set_size(spark, table, purpose))
+    if recorded is not None:
+        return KeySetEstimate(recorded[0], recorded[1], RECORDED_SIZE)
+    key_rows, size = remembered(("key_set", table, purpose.bit, purpose.legal_basis), lambda: _measure_key_set(key_df))
     return KeySetEstimate(key_rows, size, KEY_SET_SCAN)
 
 

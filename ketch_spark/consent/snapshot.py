@@ -36,6 +36,7 @@ __all__ = [
     "check_sources",
     "frame_snapshot",
     "policy_of",
+    "forget_remembered",
     "remembered",
     "require_state_columns",
     "table_snapshot",
@@ -102,6 +103,12 @@ def require_state_columns(state_df: DataFrame) -> None:
             f"consent state lacks column(s) {', '.join(missing)}; expected {', '.join(expected)}, "
             f"found {', '.join(state_df.columns) or 'no columns'}"
         )
+
+
+def forget_remembered() -> None:
+    """Drops every remembered count and key-set size: the next filter computes them again, as a new job would."""
+    with _memo_lock:
+        _memo.clear()
 
 
 def remembered(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:

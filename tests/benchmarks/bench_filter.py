@@ -46,6 +46,7 @@ from pyspark.sql import functions as F
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.compact import compact_consent
 from ketch_spark.consent.filter import consent_filter, last_filter_info, release_key_sets
+from ketch_spark.consent.snapshot import forget_remembered
 from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.datagen import generate_profiles, generate_user_events, org_ids
 from ketch_spark.extensions import KEPT_RELATIONS_CONF, extension_active
@@ -215,6 +216,7 @@ def _measure_org(spark: SparkSession, cfg: KetchConfig, events_path: str, org: s
 
     def filtered_first() -> list:
         release_key_sets()
+        forget_remembered()  # the state's row count and key-set size too: what a new job pays
         return filtered()
 
     def filtered_with(extension: bool) -> Callable[[], list]:
