@@ -39,7 +39,18 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
+from ketch_spark.connectors.jdbc_rights import (
+    IDS_TABLE,
+    MATCHES_TABLE,
+    PgTable,
+    identity_matchers,
+    key_sql,
+    quote_identifier,
+    replacement_sql,
+    unicode_collation,
+)
 from ketch_spark.errors import ConfigError, ConnectorError
+from ketch_spark.rights.match import phone_country_prefix
 
 __all__ = ["JdbcConnector", "JdbcSource", "jdbc_sources", "is_jdbc_uri"]
 
@@ -170,10 +181,6 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%(system)s)
 """
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 class JdbcConnector(Connector):
@@ -320,14 +327,14 @@ class JdbcConnector(Connector):
                          | ({settings.org_column} & known))
         if not any(c.column in known for c in asset.identity_columns):
             return identity_values(self.spark.createDataFrame([], "x string"), asset)
-        selected = ", ".join(_quote(c) for c in columns)
-        df = self.read_query(asset, f"SELECT {selected} FROM {_quote(schema)}.{_quote(table)}")
+        selected = ", ".join(quote_identifier(c) for c in columns)
+        df = self.read_query(asset, f"SELECT {selected} FROM {quote_identifier(schema)}.{quote_identifier(table)}")
         return identity_values(df, asset, settings.org_column, settings.default_phone_region)
 
     def sample(self, asset: Asset, n: int) -> DataFrame:
         """At most ``n`` rows, with the LIMIT run by the server."""
         schema, table = asset.properties["table"].split(".", 1)
-        return self.read_query(asset, f"SELECT * FROM {_quote(schema)}.{_quote(table)} LIMIT {int(n)}")
+        return self.read_query(asset, f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(table)} LIMIT {int(n)}")
 
     # -- rights: find, erase, verify ------------------------------------------------------------
     #
@@ -352,7 +359,7 @@ class JdbcConnector(Connector):
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         return conn
 
-    def _table_error(self, action: str, table: "_PgTable", source: JdbcSource, exc: Exception) -> ConnectorError:
+    def _table_error(self, action: str, table: PgTable, source: JdbcSource, exc: Exception) -> ConnectorError:
         import psycopg
 
         reason = describe_error(exc, self.secrets())
@@ -365,7 +372,7 @@ class JdbcConnector(Connector):
         import psycopg
 
         source, _ = self.source_for(asset.properties["url"])
-        table = _PgTable.of(asset)
+        table = PgTable.of(asset)
         conn = self._open(source, action, table.name)
         try:
             with conn.transaction():
@@ -375,7 +382,7 @@ class JdbcConnector(Connector):
         finally:
             conn.close()
 
-    def _stage_matches(self, conn: Any, table: _PgTable, asset: Asset, batch: list[Any]) -> list[str]:
+    def _stage_matches(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any]) -> list[str]:
         """Fills the temporary match table (row id, request id) from ``batch`` (collected identities).
 
         Returns notes on the identity columns that are not columns of the table.
@@ -383,28 +390,28 @@ class JdbcConnector(Connector):
         columns = table.column_types(conn)
         settings = self.cfg.dsr
         org = settings.org_column if settings.org_column in columns else None
-        matchers, notes = _matchers(asset, columns)
+        matchers, notes = identity_matchers(asset, columns)
         identities = [r for r in batch if r["identity_type"] in {m[1] for m in matchers}]
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS} (identity_type text, org_id text, value text, "
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (identity_type text, org_id text, value text, "
                      "request_id text) ON COMMIT DROP")
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_MATCHES} (row_id tid, request_id text) ON COMMIT DROP")
-        conn.execute(f"TRUNCATE {_IDS}, {_MATCHES}")  # one transaction may stage several tables in turn
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {MATCHES_TABLE} (row_id tid, request_id text) ON COMMIT DROP")
+        conn.execute(f"TRUNCATE {IDS_TABLE}, {MATCHES_TABLE}")  # one transaction may stage several tables in turn
         if not identities or not matchers:
             return notes
-        with conn.cursor().copy(f"COPY {_IDS} (identity_type, org_id, value, request_id) FROM STDIN") as copy:
+        with conn.cursor().copy(f"COPY {IDS_TABLE} (identity_type, org_id, value, request_id) FROM STDIN") as copy:
             for row in identities:
                 copy.write_row((row["identity_type"], row["org_id"], row["value"], row["request_id"]))
-        conn.execute(f"ANALYZE {_IDS}")
-        branches, params = [], {"cc": _country_prefix(settings.default_phone_region)}
-        collation = _unicode_collation(conn)
+        conn.execute(f"ANALYZE {IDS_TABLE}")
+        branches, params = [], {"cc": phone_country_prefix(settings.default_phone_region)}
+        collation = unicode_collation(conn)
         for index, (column, identity_type) in enumerate(matchers):
             params[f"t{index}"] = identity_type
-            scope = f" AND i.org_id = t.{_quote(org)}::text" if org else ""
+            scope = f" AND i.org_id = t.{quote_identifier(org)}::text" if org else ""
             branches.append(
-                f"SELECT t.ctid, i.request_id FROM {table.sql} t JOIN {_IDS} i ON i.identity_type = %(t{index})s "
-                f"AND i.value = {_key_sql('t.' + _quote(column), identity_type, collation)}{scope}"
+                f"SELECT t.ctid, i.request_id FROM {table.sql} t JOIN {IDS_TABLE} i ON i.identity_type = %(t{index})s "
+                f"AND i.value = {key_sql('t.' + quote_identifier(column), identity_type, collation)}{scope}"
             )
-        conn.execute(f"INSERT INTO {_MATCHES} (row_id, request_id) " + "\nUNION\n".join(branches), params)
+        conn.execute(f"INSERT INTO {MATCHES_TABLE} (row_id, request_id) " + "\nUNION\n".join(branches), params)
         return notes
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
@@ -419,11 +426,11 @@ class JdbcConnector(Connector):
 
         batch = identities_df.collect()  # before the connection opens: no transaction waits on Spark
 
-        def work(conn: Any, table: _PgTable) -> list[str]:
+        def work(conn: Any, table: PgTable) -> list[str]:
             self._stage_matches(conn, table, asset, batch)
             rows = conn.execute(
                 f"SELECT (to_jsonb(t) || jsonb_build_object(%(rid)s::text, m.request_id))::text "
-                f"FROM {table.sql} t JOIN {_MATCHES} m ON t.ctid = m.row_id", {"rid": REQUEST_ID_COLUMN}
+                f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON t.ctid = m.row_id", {"rid": REQUEST_ID_COLUMN}
             ).fetchall()
             return [r[0] for r in rows]
 
@@ -468,7 +475,7 @@ class JdbcConnector(Connector):
                 raise ConfigError(f"erasure mode must be delete or obfuscate, found {mode!r}")
         entries = [(asset, identities_df.collect(), mode) for asset, identities_df, mode in work]  # before connecting
         source, _ = self.source_for(entries[0][0].properties["url"])
-        tables = [_PgTable.of(asset) for asset, _, _ in entries]
+        tables = [PgTable.of(asset) for asset, _, _ in entries]
         try:
             conn = self._open(source, "erase", ", ".join(t.name for t in tables))
         except ConnectorError as exc:
@@ -499,23 +506,23 @@ class JdbcConnector(Connector):
                 logger.info("erased %d row(s) of %s (%s)", counts.rows_changed, asset.name, mode)
         return results
 
-    def _erase_table(self, conn: Any, table: "_PgTable", asset: Asset, batch: list[Any], mode: str) -> EraseCounts:
+    def _erase_table(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any], mode: str) -> EraseCounts:
         """One table's DELETE ... USING or UPDATE ... FROM of the batch's matched rows, in ``conn``'s transaction."""
         privilege = "DELETE" if mode == "delete" else "UPDATE"
         table.require(conn, "SELECT", self._user(asset))
         assignments, params = ({}, {}) if mode == "delete" else self._assignments(conn, table, asset)
         table.require(conn, privilege, self._user(asset), list(assignments))
         counts = EraseCounts(notes=self._stage_matches(conn, table, asset, batch))
-        by_request = conn.execute(f"SELECT request_id, count(*) FROM {_MATCHES} GROUP BY request_id").fetchall()
+        by_request = conn.execute(f"SELECT request_id, count(*) FROM {MATCHES_TABLE} GROUP BY request_id").fetchall()
         counts.rows_by_request = {rid: int(n) for rid, n in by_request}
-        counts.rows_matched = int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {_MATCHES}").fetchone()[0])
+        counts.rows_matched = int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}").fetchone()[0])
         if counts.rows_matched == 0:
             return counts
-        matched = f"(SELECT DISTINCT row_id FROM {_MATCHES}) m"
+        matched = f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m"
         if mode == "delete":
             statement = f"DELETE FROM {table.sql} t USING {matched} WHERE t.ctid = m.row_id"
         elif assignments:
-            sets = ", ".join(f"{_quote(c)} = {expr}" for c, expr in assignments.items())
+            sets = ", ".join(f"{quote_identifier(c)} = {expr}" for c, expr in assignments.items())
             statement = f"UPDATE {table.sql} t SET {sets} FROM {matched} WHERE t.ctid = m.row_id"
         else:
             counts.notes.append("no column to obfuscate")
@@ -529,9 +536,9 @@ class JdbcConnector(Connector):
 
         batch = identities_df.collect()
 
-        def work(conn: Any, table: _PgTable) -> int:
+        def work(conn: Any, table: PgTable) -> int:
             self._stage_matches(conn, table, asset, batch)
-            return int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {_MATCHES}").fetchone()[0])
+            return int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}").fetchone()[0])
 
         remaining = self._rights_transaction(asset, "verify", work)
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -540,7 +547,7 @@ class JdbcConnector(Connector):
     def _user(self, asset: Asset) -> str:
         return self.source_for(asset.properties["url"])[0].user
 
-    def _assignments(self, conn: Any, table: _PgTable, asset: Asset) -> tuple[dict[str, str], dict[str, Any]]:
+    def _assignments(self, conn: Any, table: PgTable, asset: Asset) -> tuple[dict[str, str], dict[str, Any]]:
         """SQL of each obfuscated column's new value (rules of ``dsr``), and its bound parameters."""
         from ketch_spark.rights.obfuscate import hmac_key_from_env
 
@@ -558,135 +565,8 @@ class JdbcConnector(Connector):
         key = hmac_key_from_env(settings)
         params: dict[str, Any] = {}
         assignments = {
-            column: _replacement_sql(column, columns[column], rule, key, params, f"p{index}",
+            column: replacement_sql(column, columns[column], rule, key, params, f"p{index}",
                                      settings.hmac_secret_env)
             for index, (column, rule) in enumerate(rules.items())
         }
         return assignments, params
-
-
-_IDS = "_ketch_identities"
-_MATCHES = "_ketch_matches"
-_TEXT_TYPES = ("text", "character varying", "character", "varchar", "char", "citext", "name")
-
-
-@dataclass(frozen=True)
-class _PgTable:
-    """One table of an asset: its name, quoted SQL and, read once, its columns."""
-
-    schema: str
-    table: str
-
-    @classmethod
-    def of(cls, asset: Asset) -> "_PgTable":
-        schema, table = asset.properties["table"].split(".", 1)
-        return cls(schema, table)
-
-    @property
-    def name(self) -> str:
-        return f"{self.schema}.{self.table}"
-
-    @property
-    def sql(self) -> str:
-        return f"{_quote(self.schema)}.{_quote(self.table)}"
-
-    def column_types(self, conn: Any) -> dict[str, tuple[str, bool]]:
-        """Column name -> (SQL type, NOT NULL), from pg_attribute."""
-        rows = conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (self.sql,)
-        ).fetchall()
-        return {name: (sql_type, bool(not_null)) for name, sql_type, not_null in rows}
-
-    def require(self, conn: Any, privilege: str, user: str, columns: list[str] | None = None) -> None:
-        """Raises ConnectorError unless the current role holds ``privilege`` (on the table or every column)."""
-        if conn.execute("SELECT has_table_privilege(%s, %s)", (self.sql, privilege)).fetchone()[0]:
-            return
-        if columns and all(conn.execute("SELECT has_column_privilege(%s, %s, %s)", (self.sql, c, privilege))
-                           .fetchone()[0] for c in columns):
-            return
-        raise ConnectorError(f"permission denied: role {user} lacks the {privilege} privilege on table {self.name}"
-                             f" (GRANT {privilege} ON {self.sql} TO {_quote(user)})")
-
-
-def _matchers(asset: Asset, columns: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(column, identity type) of the asset's identity columns that are columns of the table, and notes."""
-    matchers, notes = [], []
-    for personal in asset.identity_columns:
-        if personal.column in columns:
-            matchers.append((personal.column, personal.identity_type or ""))
-        else:
-            notes.append(f"{personal.column}: not a column of the table, not matched")
-    return matchers, notes
-
-
-def _country_prefix(region: str | None) -> str | None:
-    """``+<country code>`` that national phone numbers get (match.py's rule), or ``None``."""
-    from ketch_spark.rights.match import phone_country_code  # the one reading of dsr.default_phone_region
-
-    code = phone_country_code(region)
-    return None if code is None else f"+{code}"
-
-
-def _unicode_collation(conn: Any) -> str:
-    """``COLLATE "und-x-icu"`` when the server has ICU (lower() then folds every script, as Python
-    and Spark do, whatever the database's locale); empty otherwise (the database's own locale)."""
-    found = conn.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'").fetchone()
-    return ' COLLATE "und-x-icu"' if found else ""
-
-
-def _key_sql(column: str, identity_type: str, collation: str = "") -> str:
-    """SQL normalising ``column`` like :func:`ketch_spark.rights.match.normalised_key` (``%(cc)s``: country prefix)."""
-    text = f"btrim({column}::text, ' ')"
-    if identity_type in ("email", "email_sha256"):
-        return f"lower({text}{collation})"
-    if identity_type != "phone":
-        return text
-    compact = f"regexp_replace({text}, '[^0-9+]', '', 'g')"
-    digits = f"regexp_replace({compact}, '[^0-9]', '', 'g')"
-    return (f"CASE WHEN left({compact}, 1) = '+' THEN '+' || {digits} "
-            f"WHEN left({compact}, 2) = '00' THEN '+' || substr({digits}, 3, 64) "
-            f"ELSE %(cc)s::text || regexp_replace({digits}, '^0', '') END")
-
-
-def _replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key: bytes | None,
-                     params: dict[str, Any], name: str, secret_env: str) -> str:
-    """SQL of the obfuscated value of ``column`` under ``rule`` (as :func:`obfuscated_value` computes it).
-
-    Raises:
-        ObfuscationError: The rule does not fit the column (a hash of a non-text column,
-            ``null`` for a NOT NULL column, ``hmac`` without a key, an unknown method).
-    """
-    import hashlib
-
-    from ketch_spark.errors import ObfuscationError
-    from ketch_spark.rights.obfuscate import hmac_pads  # the one implementation of HMAC's padded keys
-
-    sql_type, not_null = column_type
-    where = f"column {column} ({sql_type})"
-    if rule.method == "null":
-        if not_null:
-            raise ObfuscationError(f"{where} is NOT NULL: rule null cannot apply; name another rule for it "
-                                   "in dsr.obfuscate.columns")
-        return "NULL"
-    if rule.method == "constant":
-        params[name] = None if rule.value is None else str(rule.value)
-        return f"CAST(%({name})s::text AS {sql_type})"
-    if rule.method not in ("sha256", "hmac", "random"):
-        raise ObfuscationError(f"{where}: unknown obfuscation method {rule.method!r}")
-    if sql_type.split("(")[0].strip() not in _TEXT_TYPES:
-        raise ObfuscationError(f"{where}: method {rule.method} applies to text columns only; use null or "
-                               "constant for it (dsr.obfuscate.columns)")
-    utf8 = f"convert_to(t.{_quote(column)}, 'UTF8')"
-    if rule.method == "random":
-        return "gen_random_uuid()::text"
-    if rule.method == "sha256":
-        if rule.value is not None:
-            params[name] = hashlib.sha256(str(rule.value).encode("utf-8")).hexdigest()
-            return f"%({name})s::text"
-        return f"encode(sha256({utf8}), 'hex')"
-    if key is None:
-        raise ObfuscationError(f"column {column}: method hmac needs a secret key; set the environment variable "
-                               f"{secret_env}")
-    params[f"{name}_inner"], params[f"{name}_outer"] = hmac_pads(key)
-    return (f"encode(sha256(%({name}_outer)s::bytea || sha256(%({name}_inner)s::bytea || {utf8})), 'hex')")

@@ -48,7 +48,7 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.connectors import Asset, Connector, connector_for, describe_error
 from ketch_spark.connectors.base import EraseCounts, PersonalColumn
 from ketch_spark.connectors.delta_rights import APPEND_ONLY_ERASURE
-from ketch_spark.errors import PartialErasureError
+from ketch_spark.errors import ConfigError, ConnectorError, ObfuscationError, PartialErasureError
 from ketch_spark.rights.audit import FAILED, OK, AuditRow, append_audit, completed_work, iso_z, read_audit, utc_now
 from ketch_spark.rights.match import IDENTITIES_SCHEMA, REQUEST_ID_COLUMN
 from ketch_spark.tables import table_exists, table_path, table_spec
@@ -283,15 +283,50 @@ def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]]) ->
             error = run.error_text(result)
             logger.warning("erasure of %s failed: %s", asset.asset_id, error)
             partial = result.counts if isinstance(result, PartialErasureError) else EraseCounts()
-            run.record(_erase_row(run, asset, ids, mode, partial, partial.rows_by_request, FAILED, started, seconds,
-                                  error))
-            run.fail(batch, asset, _ERASE, error)
+            holders = _requests_with_rows(run, connector, asset, batch, frame) if _changed_nothing(result) else batch
+            if len(holders) < len(batch):
+                _record_nothing_to_erase(run, asset, [r for r in batch if r not in holders], mode, started)
+            run.record(_erase_row(run, asset, [r.request_id for r in holders], mode, partial,
+                                  partial.rows_by_request, FAILED, started, seconds, error))
+            run.fail(holders, asset, _ERASE, error)
             outcome.append(None)
             continue
         erased = _erase_row(run, asset, ids, mode, result, result.rows_by_request, OK, started, seconds)
         run.record(erased, _verify_row(run, connector, asset, batch, frame, mode, result))
         outcome.append(result)
     return outcome
+
+
+def _changed_nothing(error: Exception) -> bool:
+    """Whether a connector's failure is one it raises before writing (a refusal, an unreadable store, a bad rule)."""
+    return isinstance(error, (ConnectorError, ObfuscationError, ConfigError)) and not isinstance(error, PartialErasureError)
+
+
+def _requests_with_rows(run: _Run, connector: Connector, asset: Asset, batch: list[_Request],
+                        identities_df: DataFrame) -> list[_Request]:
+    """The requests of ``batch`` whose subjects ``asset`` holds, after its erasure failed with nothing changed.
+
+    A store that refused the erasure (a missing privilege) can usually still be
+    read: a request with no row there is not held back by it. When the asset
+    cannot be read either, every request of the batch is.
+    """
+    try:
+        holding = _rows_by_request(connector, asset, identities_df)
+    except Exception:  # noqa: BLE001 - unreadable: every request stays failed on this asset
+        return batch
+    return [r for r in batch if holding.get(r.request_id, 0) > 0]
+
+
+def _record_nothing_to_erase(run: _Run, asset: Asset, batch: list[_Request], mode: str, started: dt.datetime) -> None:
+    """Audits ``asset`` as erased and verified for requests it holds no row of (a read found none)."""
+    ids = [r.request_id for r in batch]
+    note = "no row of these requests' subjects; the erasure of the asset's other rows failed"
+    run.record(
+        AuditRow(run.run_id, ids, asset.asset_id, asset.location, _ERASE, OK, mode=mode, rows_matched=0,
+                 rows_changed=0, rows_by_request={}, notes=note, started_at=started, duration_seconds=0.0),
+        AuditRow(run.run_id, ids, asset.asset_id, asset.location, _VERIFY, OK, mode=mode, rows_matched=0,
+                 notes=note, started_at=started, duration_seconds=0.0),
+    )
 
 
 def _transaction_groups(run: _Run, assets: list[Asset]) -> list[list[Asset]]:

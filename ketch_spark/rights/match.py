@@ -41,6 +41,7 @@ from pyspark.sql import types as T
 from ketch_spark.connectors.base import Asset, PersonalColumn
 
 __all__ = [
+    "phone_country_prefix",
     "IDENTITIES_SCHEMA",
     "IDENTITY_TYPES",
     "REQUEST_ID_COLUMN",
@@ -180,6 +181,12 @@ def phone_country_code(region: str | None) -> str | None:
 
     code = phonenumbers.country_code_for_region(region)
     return str(code) if code else None
+
+
+def phone_country_prefix(region: str | None) -> str | None:
+    """``+<country code>`` that national phone numbers of ``region`` get when normalised, or ``None``."""
+    code = phone_country_code(region)
+    return None if code is None else f"+{code}"
 
 
 def _batch_keys(identities: Iterable[Row], scoped: bool) -> dict[str, list[str]]:
