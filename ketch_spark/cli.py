@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -154,6 +155,36 @@ def _dsr_verify_receipt(spark, cfg: KetchConfig, args: argparse.Namespace) -> di
             "valid": valid}
 
 
+#: One example record per ``--format`` of ``consent ingest`` (the README's table holds the same lines).
+INGEST_FORMAT_EXAMPLES = (
+    ("json", '{"org_id": "0xDEADC0DE", "user_id": "u-1", "ts": "2026-11-26T10:00:00Z", '
+             '"purposes": {"analytics": true, "advertising": false}, "source": "api"}'),
+    ("json", '{"org_id": "0xDEADC0DE", "user_id": "u-2", "ts": "2026-11-26T10:05:00Z", "purpose": "analytics", '
+             '"granted": true, "source": "sdk"}'),
+    ("csv", "org_id,user_id,ts,purpose,granted,source"),
+    ("csv", "0xDEADC0DE,u-3,2026-11-26T10:00:00Z,analytics,true,s3_drop"),
+    ("parquet", "org_id string, user_id string, ts timestamp, purpose string, granted boolean, source string"),
+    ("parquet", "org_id string, user_id string, ts timestamp, purposes map<string,boolean>, source string"),
+    ("tcf", '{"org_id": "0xDEADC0DE", "user_id": "u-4", "ts": "2026-11-26T10:00:00Z", '
+            '"tc_string": "CQuUB9AQuUB9AAHABBENCWCAAIGAAABAAAAAACKAAIgAAA", "source": "cmp"}'),
+    ("tcf", '{"org_id": "0xDEADC0DE", "user_id": "u-5", "ts": "2026-11-26T10:00:00Z", "us_privacy": "1YNN", '
+            '"source": "cmp"}'),
+    ("gpp", '{"org_id": "0xDEADC0DE", "user_id": "u-6", "ts": "2026-11-26T10:00:00Z", '
+            '"gpp_string": "DBABLA~BAAQYAAAAgBA.QA", "source": "cmp"}'),
+)
+
+
+def _ingest_epilog() -> str:
+    from ketch_spark.consent.sources import REASONS
+
+    lines = ["input formats, one example each (CSV: a header line, then one choice per line;",
+             "Parquet: the schema):"]
+    lines += [f"  {fmt:<8} {example}" for fmt, example in INGEST_FORMAT_EXAMPLES]
+    lines += ["", "bad records go to consent/quarantine with one of these reasons (README: what each means):",
+              *textwrap.wrap(", ".join(REASONS), width=100, initial_indent="  ", subsequent_indent="  ")]
+    return "\n".join(lines)
+
+
 def _with_conf(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--conf", default=argparse.SUPPRESS, help=f"config YAML (default {DEFAULT_CONFIG_PATH})"
@@ -174,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     consent = commands.add_parser("consent", help="consent signals: ingest and compact").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    ingest = _with_conf(consent.add_parser("ingest", help="raw files -> consent/events, bad rows -> consent/quarantine"))
+    ingest = _with_conf(consent.add_parser(
+        "ingest", help="raw files -> consent/events, bad rows -> consent/quarantine", epilog=_ingest_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     ingest.add_argument("--input", action="append", required=True, help="file or folder, local or s3a:// (repeatable)")
     ingest.add_argument("--format", choices=["json", "csv", "parquet", "tcf", "gpp"], default="json")
     ingest.add_argument("--batch-id", default=None)
