@@ -63,6 +63,39 @@ def _catalog_list(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  #
     return {"assets": len(rows)}
 
 
+_FOUND_HEADERS = ("asset", "column", "category", "identity type", "confidence", "method")
+
+
+def _print_found_columns(rows: list, nothing: str) -> dict:
+    """Prints personal columns as a table (or ``nothing``); the summary counts columns and assets."""
+    from ketch_spark.console import format_table
+
+    if rows:
+        print(format_table(_FOUND_HEADERS, [(r.location, r.column, r.category, r.identity_type, r.confidence, r.method)
+                                            for r in rows]))
+    else:
+        print(nothing)
+    return {"columns": len(rows), "assets": len({r.asset_id for r in rows})}
+
+
+def _catalog_columns(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.catalog import AssetCatalog
+
+    rows = AssetCatalog(spark, cfg).personal_columns(identity_type=args.identity_type, asset=args.asset).collect()
+    scope = " ".join(filter(None, [args.identity_type and f"of identity type {args.identity_type}",
+                                   args.asset and f"in asset {args.asset}"]))
+    nothing = f"no personal columns found{' ' + scope if scope else ''}; `ketch-spark catalog list` shows the " \
+              "assets, `ketch-spark catalog scan --source URI` adds some"
+    return _print_found_columns(rows, nothing)
+
+
+def _catalog_search(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.catalog import AssetCatalog
+
+    rows = AssetCatalog(spark, cfg).search(args.text).collect()
+    return {"text": args.text, **_print_found_columns(rows, f"no personal column matches {args.text!r}")}
+
+
 def _catalog_review(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
     from ketch_spark.catalog import AssetCatalog
 
@@ -185,6 +218,12 @@ def _ingest_epilog() -> str:
     return "\n".join(lines)
 
 
+def _identity_types() -> list[str]:
+    from ketch_spark.catalog.classify import IDENTITY_TYPES
+
+    return sorted(set(IDENTITY_TYPES.values()))
+
+
 def _with_conf(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--conf", default=argparse.SUPPRESS, help=f"config YAML (default {DEFAULT_CONFIG_PATH})"
@@ -225,6 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan.set_defaults(handler=_catalog_scan)
     listing = _with_conf(catalog.add_parser("list", help="list catalogued assets"))
     listing.set_defaults(handler=_catalog_list)
+    columns = _with_conf(catalog.add_parser(
+        "columns", help="list the personal columns the catalog found",
+        description="Lists the personal columns of the catalogued assets: asset, column path, category, identity "
+                    "type (what a data-subject request matches on), confidence and method (the evidence that "
+                    "agreed). Examples: ketch-spark catalog columns --identity-type email; "
+                    "ketch-spark catalog columns --asset s3a://lake/crm/contacts"))
+    columns.add_argument("--identity-type", choices=_identity_types(), default=None,
+                         help="only columns giving this identity type")
+    columns.add_argument("--asset", default=None, help="only this asset (id, location or name, see `catalog list`)")
+    columns.set_defaults(handler=_catalog_columns)
+    search = _with_conf(catalog.add_parser(
+        "search", help="find personal columns by asset, column, category or identity type",
+        description="Lists the personal columns whose asset location or name, column path, category or identity "
+                    "type contains TEXT, ignoring case. Example: ketch-spark catalog search email"))
+    search.add_argument("text", metavar="TEXT", help="text to look for, e.g. email, phone, contacts, user.id")
+    search.set_defaults(handler=_catalog_search)
     review = _with_conf(catalog.add_parser(
         "review", help="columns to review: low confidence, inferred from context, changed since the last scan",
         description="Lists the columns a person should confirm or correct with `catalog label`. Example: "
