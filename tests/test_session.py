@@ -113,3 +113,15 @@ def test_s3a_settings_from_connectors_section():
     assert settings["spark.hadoop.fs.s3a.access.key"] == "k"
     assert settings["spark.hadoop.fs.s3a.input.stream.type"] == "classic"  # rewritten objects are read afresh
     assert s3a_settings(config_from_mapping({})) == {"spark.hadoop.fs.s3a.input.stream.type": "classic"}
+
+
+def test_missing_jars_say_where_they_were_looked_for(base_config, tmp_path):
+    import pytest
+
+    from ketch_spark.errors import JarsNotInstalledError
+
+    cfg = dataclasses.replace(base_config, jars_dir=str(tmp_path / "no-jars"))
+    with pytest.raises(JarsNotInstalledError) as info:
+        session_settings(cfg)
+    message = str(info.value)
+    assert str(tmp_path / "no-jars") in message and "KETCH_SPARK_JARS" in message and "jars_dir" in message
