@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ketch_spark.console import format_table, showing_progress
 from ketch_spark.config import DEFAULT_CONFIG_PATH, KetchConfig, default_config_path, load_config
 from ketch_spark.diagnose import FailureContext, explain_failure
 from ketch_spark.errors import KetchError
@@ -43,6 +44,13 @@ def _consent_ingest(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict: 
     for message in (result.expectations or {}).get("messages", []):
         print(f"ketch-spark consent ingest: expectation failed: {message}", file=sys.stderr)
     summary = result.summary()
+    _print_counts([("batch", result.batch_id + (" (already ingested: nothing written)" if result.already_ingested
+                                               else "")),
+                   ("rows read", result.read), ("accepted", result.accepted), ("quarantined", result.quarantined),
+                   ("duplicates", result.duplicates)])
+    if result.reasons:
+        print()
+        print(format_table(("quarantine reason", "rows"), sorted(result.reasons.items(), key=lambda item: -item[1])))
     if result.read and result.quarantined == result.read:
         print(f"ketch-spark consent ingest: every record was quarantined ({_reasons_text(result.reasons)}); "
               f"is --format {args.format} the format of the files? (`ketch-spark consent ingest --help` shows "
@@ -58,13 +66,20 @@ def _reasons_text(reasons: dict[str, int]) -> str:
 def _consent_compact(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
     from ketch_spark.consent.compact import compact_consent
 
-    return compact_consent(spark, cfg, batch_id=args.batch_id, full=args.full).summary()
+    result = compact_consent(spark, cfg, batch_id=args.batch_id, full=args.full)
+    _print_counts([("mode", "full rebuild" if result.full else "incremental"),
+                   ("events applied", result.events_read), ("users changed", result.users_changed),
+                   ("new users", result.inserted), ("committed", result.committed),
+                   ("consent/state version", result.state_version)])
+    return result.summary()
 
 
 def _catalog_scan(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
     from ketch_spark.catalog import AssetCatalog
 
     summary = AssetCatalog(spark, cfg).scan(*args.source).summary()
+    _print_counts([(name.replace("_", " "), summary[name]) for name in
+                   ("discovered", "sampled", "unchanged", "gone", "errors", "personal_columns", "changed_columns")])
     for failure in summary["error_assets"]:
         print(f"ketch-spark catalog scan: {failure['location']}: {failure['error']}", file=sys.stderr)
     if summary["errors"]:
@@ -87,8 +102,6 @@ _FOUND_HEADERS = ("asset", "column", "category", "identity type", "confidence", 
 
 def _print_found_columns(rows: list, nothing: str) -> dict:
     """Prints personal columns as a table (or ``nothing``); the summary counts columns and assets."""
-    from ketch_spark.console import format_table
-
     if rows:
         print(format_table(_FOUND_HEADERS, [(r.location, r.column, r.category, r.identity_type, r.confidence, r.method)
                                             for r in rows]))
@@ -147,7 +160,9 @@ def _dsr_submit(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # n
     result = submit_requests(spark, cfg, read_request_file(args.input))
     for rejection in result.rejected:
         print(f"rejected {rejection['request_id'] or '#' + str(rejection['index'])}: {rejection['reason']}")
-    return result.summary()
+    summary = result.summary()
+    _print_counts([(name, summary[name]) for name in ("submitted", "accepted", "duplicates", "rejected")])
+    return summary
 
 
 def _dsr_status(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
@@ -181,7 +196,17 @@ def _dsr_run(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa
         print(f"done        {request_id:<24} {path}")
     for request_id in summary["failed"]:
         print(f"failed      {request_id}")
+    if summary["requests"]:
+        _print_counts([("requests", summary["requests"]), ("done", len(summary["done"])),
+                       ("failed", len(summary["failed"])), ("assets touched", len(summary["assets"])),
+                       ("resurrected subjects", len(summary["resurrected"]))])
     return summary
+
+
+def _print_counts(rows: Sequence[tuple[str, Any]]) -> None:
+    """A command's short report: one row per count, under a blank line."""
+    print()
+    print(format_table(None, rows))
 
 
 def _count(value: int | None) -> str:
@@ -444,6 +469,17 @@ def _failure_context(command: str, cfg: KetchConfig | None, args: argparse.Names
     )
 
 
+def _start_spark(cfg: KetchConfig, command: str):  # noqa: ANN202 - pyspark is imported on use
+    from ketch_spark.progress import report_progress
+    from ketch_spark.session import spark_session
+
+    report_progress("start Spark")
+    spark = spark_session(cfg, app_name=f"ketch-spark {command}")
+    spark.sparkContext.setLogLevel("ERROR")
+    report_progress(f"Spark ready ({spark.sparkContext.master})")
+    return spark
+
+
 def _spark_failures() -> tuple[type[BaseException], ...]:
     """Exception types a command boundary translates: Py4J's and PySpark's (Delta's arrive as either)."""
     from py4j.protocol import Py4JError
@@ -476,12 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _announce_config(args)
         cfg = load_config(getattr(args, "conf", None))
         _preflight(cfg, args)
-        if getattr(args, "needs_spark", True):
-            from ketch_spark.session import spark_session
-
-            spark = spark_session(cfg, app_name=f"ketch-spark {command}")
-            spark.sparkContext.setLogLevel("ERROR")
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else showing_progress(f"ketch-spark {command}"):
+            if getattr(args, "needs_spark", True):
+                spark = _start_spark(cfg, command)
             summary = args.handler(spark, cfg, args)
     except KetchError as exc:
         print(f"ketch-spark {command}: error: {exc}", file=sys.stderr)

@@ -1,13 +1,20 @@
-"""What the command line shows a person: small plain-text tables.
+"""What the command line shows a person: small plain-text tables and progress lines.
 
-Library code never prints; the command line formats what the library returns.
+Library code never prints; the command line formats what the library returns
+and shows the progress records library code logs (:mod:`ketch_spark.progress`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import logging
+import sys
+import time
+from typing import Any, Iterator, Sequence, TextIO
 
-__all__ = ["format_table", "format_cell"]
+from ketch_spark.progress import PROGRESS_LOGGER
+
+__all__ = ["format_table", "format_cell", "ProgressLines", "showing_progress"]
 
 
 def format_cell(value: Any) -> str:
@@ -23,22 +30,68 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A left-aligned plain-text table with a header line and a rule under it.
+def format_table(headers: Sequence[str] | None, rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: a header line and a rule (unless ``headers`` is None), then the rows.
 
     Args:
-        headers: Column titles.
+        headers: Column titles, or None for a table of rows only (a list of counts).
         rows: One sequence of values per row (formatted with :func:`format_cell`).
 
     Returns:
-        The table's lines joined by newlines; numbers are right-aligned.
+        The table's lines joined by newlines; numeric columns are right-aligned.
     """
+    width = len(headers) if headers is not None else max((len(row) for row in rows), default=0)
     cells = [[format_cell(value) for value in row] for row in rows]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) or row[i] is None
-                   for row in rows) and any(row[i] is not None for row in rows) for i in range(len(headers))]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    numeric = [_is_numeric_column([row[i] for row in rows]) for i in range(width)]
+    widths = [max([len(headers[i]) if headers is not None else 0, *(len(row[i]) for row in cells)])
+              for i in range(width)]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(row) for row in cells)])
+    head = [line(headers), line(["-" * w for w in widths])] if headers is not None else []
+    return "\n".join([*head, *(line(row) for row in cells)])
+
+
+def _is_numeric_column(values: Sequence[Any]) -> bool:
+    """Numbers (and gaps) only, at least one number: right-aligned."""
+    present = [v for v in values if v is not None]
+    return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+
+
+class ProgressLines(logging.Handler):
+    """Writes each progress record as ``<prefix> [elapsed] <step>: <done>`` on a stream."""
+
+    def __init__(self, prefix: str, stream: TextIO | None = None) -> None:
+        super().__init__(logging.INFO)
+        self.prefix = prefix
+        self.stream = stream
+        self.started = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream or sys.stderr
+        elapsed = time.perf_counter() - self.started
+        stream.write(f"{self.prefix} [{_clock(elapsed)}] {record.getMessage()}\n")
+        stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}" if minutes else f"{seconds:4.1f}s"
+
+
+@contextlib.contextmanager
+def showing_progress(prefix: str, stream: TextIO | None = None) -> Iterator[ProgressLines]:
+    """Shows the progress records logged inside the block (on stderr by default), then stops."""
+    progress_logger = logging.getLogger(PROGRESS_LOGGER)
+    handler = ProgressLines(prefix, stream)
+    previous = (progress_logger.level, progress_logger.propagate)
+    progress_logger.addHandler(handler)
+    progress_logger.setLevel(logging.INFO)
+    progress_logger.propagate = False
+    try:
+        yield handler
+    finally:
+        progress_logger.removeHandler(handler)
+        progress_logger.setLevel(previous[0])
+        progress_logger.propagate = previous[1]

@@ -56,6 +56,7 @@ from ketch_spark.connectors import (
     system_of_uri,
 )
 from ketch_spark.errors import KetchError
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_spec
 
 __all__ = ["AssetCatalog", "ScanResult", "asset_from_row"]
@@ -320,11 +321,12 @@ class AssetCatalog:
         else:
             result.discovered += len(assets)
         found = {a.asset_id for a in assets}
-        for asset in assets:
+        for done, asset in enumerate(assets, start=1):
             if asset.asset_id in rows:
                 continue
             rows[asset.asset_id] = self._scan_asset(asset, connector, previous.get(asset.asset_id), now, classified,
                                                     result)
+            report_progress(f"scan {redact(uri, self._secrets)}", done, len(assets), unit="assets")
         for asset_id, prev in previous.items():
             if asset_id in found or asset_id in rows or prev["status"] == _GONE:
                 continue

@@ -54,6 +54,7 @@ from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
 from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path, table_version
 
 __all__ = [
@@ -471,6 +472,7 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         logger.info("consent state already holds events up to version %s", applied)
         return _result(spark, cfg, full, batch_id, None, applied, {}, False, started)
     from_version = applied + 1 if incremental else 0
+    report_progress(f"read events of versions {from_version}-{upto}" + ("" if incremental else " (full rebuild)"))
     updated_at = utc_now()
     bits = sorted(p.bit for p in policy.purposes.values())
 
@@ -485,6 +487,8 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     else:
         rows_df = new_rows(_all_events(spark, cfg, upto))
     counts = _counts(rows_df)
+    report_progress("reduce events", counts["events"], unit="events")
+    report_progress("commit changed users", counts["changed"], counts["touched"], unit="users")
     commit_started = time.perf_counter()
     if not incremental:
         _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto)

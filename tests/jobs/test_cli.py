@@ -315,3 +315,41 @@ def test_a_scan_with_errors_is_partial(spark, tmp_path, capsys):
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["status"] == "partial" and summary["errors"] == 1 and summary["discovered"] == 2
     assert f"ketch-spark catalog scan: file://{corrupt}" in captured.err
+
+
+def test_commands_show_progress_and_a_report_and_quiet_keeps_only_the_json(spark, tmp_path, capsys):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "consent.json").write_text(
+        '{"org_id": "o-1", "user_id": "u-1", "ts": "2026-11-26T10:00:00Z", "purposes": {"analytics": true}}\n'
+        '{"org_id": "o-1", "user_id": "u-2", "ts": "2026-11-26T10:00:00Z", "purposes": {"astrology": true}}\n')
+    conf = _conf(tmp_path)
+    assert main(["consent", "ingest", "--input", str(drop), "--conf", str(conf)]) == 0
+    captured = capsys.readouterr()
+    progress = [line.split("] ", 1)[1] for line in captured.err.splitlines() if line.startswith("ketch-spark consent ingest [")]
+    assert progress[:3] == ["start Spark", "Spark ready (local[2])", "list inputs: 1 files"]
+    assert "write events and quarantine: 2 rows" in progress
+    out = captured.out.strip().splitlines()
+    assert ["rows", "read", "2"] in [line.split() for line in out] and ["unknown_purpose", "1"] in [line.split() for line in out]
+    assert json.loads(out[-1])["accepted"] == 1
+
+    assert main(["consent", "compact", "--quiet", "--conf", str(conf)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 and json.loads(captured.out)["committed"] is True
+    assert "ketch-spark consent compact [" not in captured.err
+
+
+@pytest.mark.slow
+def test_a_new_users_screen_has_no_spark_start_up_warnings(tmp_path):
+    """A fresh process, as a person starts it: only ketch-spark's progress on stderr, a report and the JSON."""
+    conf = _conf(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    done = subprocess.run([sys.executable, "-m", "ketch_spark.cli", "catalog", "list", "--conf", str(conf)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for noise in ("NativeCodeLoader", "log4j profile", "loopback", "SPARK_LOCAL_IP", "Setting default log level",
+                  "setLogLevel"):
+        assert noise not in done.stderr, done.stderr
+    assert "ketch-spark catalog list [" in done.stderr and "Spark ready" in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["assets"] == 0
