@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name of this delivery; ingesting the same records under the same id again does "
                              "nothing, the same id with other records is refused (default: derived from the "
                              "files' paths, sizes and times, so unchanged files are not ingested twice)")
-    ingest.set_defaults(handler=_consent_ingest, inputs_of=lambda args: args.input)
+    ingest.set_defaults(handler=_consent_ingest, inputs_of=lambda args: args.input, table="consent/events")
     compact = _command(consent, "compact", "apply new consent events to consent/state (incremental)",
                        ["ketch-spark consent compact", "ketch-spark consent compact --batch-id cmp-2026-11-26",
                         "ketch-spark consent compact --full"],
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "ketch-spark catalog scan --source ./lake --source jdbc:postgresql://db:5432/dw"])
     scan.add_argument("--source", action="append", required=True, metavar="URI",
                       help="folder, s3a://bucket/prefix, jdbc:postgresql://host:port/db or dynamodb:// (repeatable)")
-    scan.set_defaults(handler=_catalog_scan)
+    scan.set_defaults(handler=_catalog_scan, table="catalog/assets")
     listing = _command(catalog, "list", "list the catalogued assets", ["ketch-spark catalog list"])
     listing.set_defaults(handler=_catalog_list)
     columns = _command(
