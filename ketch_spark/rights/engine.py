@@ -590,13 +590,13 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
     if not requests:
         run.result.seconds = time.perf_counter() - started
         return run.result
-    done = 0
+    assets_done = 0
     for group in _transaction_groups(run, assets):
-        done += len(group)
+        assets_done += len(group)
         if dry_run:
             for asset in group:
                 _dry_run_asset(run, asset, requests)
-            report_progress("search assets (dry run)", done, len(assets), unit="assets")
+            report_progress("search assets (dry run)", assets_done, len(assets), unit="assets")
             continue
         for asset in group:  # exports before erasures: a subject asking for both gets their data first
             batch = [r for r in requests
@@ -612,7 +612,7 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
                     work.append((asset, batch, mode))
         if work:  # one erase_all per group: the tables of one database change in one transaction
             _erase_together(run, work)
-        report_progress("process assets", done, len(assets), unit="assets")
+        report_progress("process assets", assets_done, len(assets), unit="assets")
     if not dry_run:
         _finish(run, assets)
     run.result.seconds = time.perf_counter() - started
