@@ -24,6 +24,7 @@ __all__ = [
     "ObfuscationRule",
     "OBFUSCATION_METHODS",
     "load_config",
+    "default_config_path",
     "DEFAULT_CONFIG_PATH",
 ]
 
@@ -414,7 +415,8 @@ def load_config(path: str | Path | None = None) -> KetchConfig:
     Args:
         path: YAML file; ``None`` reads ``$KETCH_SPARK_CONF`` or ``conf/ketch.yaml``
             when it exists, else returns the embedded defaults (warehouse
-            ``./ketch-data``, policy ``conf/policy.yaml``).
+            ``./ketch-data``, policy ``conf/policy.yaml`` of the current folder, or
+            of the ketch-spark checkout when the current folder has none).
 
     Returns:
         The validated configuration. A relative ``warehouse`` is resolved against
@@ -424,9 +426,23 @@ def load_config(path: str | Path | None = None) -> KetchConfig:
         ConfigError: The file is missing or invalid; the message names file and key.
     """
     if path is None:
-        path = os.environ.get("KETCH_SPARK_CONF") or DEFAULT_CONFIG_PATH
-        if not Path(path).is_file():
-            return KetchConfig(policy_path=str(Path("conf/policy.yaml").resolve()))
+        path = default_config_path()
+        if path is None:
+            return KetchConfig(policy_path=str(_default_policy_path()))
     path = Path(path)
     data = load_yaml_file(path)
     return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def default_config_path() -> str | None:
+    """The file :func:`load_config` reads without a path: ``$KETCH_SPARK_CONF``, or conf/ketch.yaml
+    when it exists here; ``None`` when it falls back to the embedded defaults."""
+    path = os.environ.get("KETCH_SPARK_CONF") or DEFAULT_CONFIG_PATH
+    return path if Path(path).is_file() or os.environ.get("KETCH_SPARK_CONF") else None
+
+
+def _default_policy_path() -> Path:
+    """conf/policy.yaml of the current folder, else of the checkout this package runs from (if any)."""
+    here = Path("conf/policy.yaml").resolve()
+    checkout = Path(__file__).resolve().parent.parent / "conf" / "policy.yaml"
+    return checkout if not here.is_file() and checkout.is_file() else here

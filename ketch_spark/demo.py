@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from ketch_spark.config import KetchConfig
 from ketch_spark.datagen import generate_demo_data
 from ketch_spark.errors import KetchError
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import TABLES, ensure_tables, table_path
 
 __all__ = ["run_demo"]
@@ -34,6 +35,7 @@ class _Report:
         self.timings: dict[str, float] = {}
 
     def heading(self, text: str) -> None:
+        report_progress(f"demo: {text}")
         print(f"\n== {text}", file=self.out, flush=True)
 
     def line(self, text: str = "") -> None:

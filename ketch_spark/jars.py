@@ -105,9 +105,10 @@ def installed_jar_paths(jars_dir: Path, groups: Iterable[str]) -> list[str]:
         files = manifest.get(",".join(_coordinates(group)))
         if files is None or not all((jars_dir / name).is_file() for name in files):
             raise JarsNotInstalledError(
-                f"the {group!r} jars are not installed in {jars_dir}; run `make install` "
-                f"(or `python -m ketch_spark.jars install`), or on a cluster pass "
-                f"--packages {packages_argument([group])}"
+                f"the {group!r} jars are not installed in {jars_dir} (the config's jars_dir, else "
+                f"$KETCH_SPARK_JARS, else .ketch/jars); run `make install` (or `python -m ketch_spark.jars "
+                f"install`), or set KETCH_SPARK_JARS or jars_dir to the folder holding them; on a cluster "
+                f"pass --packages {packages_argument([group])}"
             )
         paths.extend(str(jars_dir / name) for name in files)
     return sorted(set(paths))

@@ -15,7 +15,7 @@ from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
 from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
 
-__all__ = ["spark_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session"]
+__all__ = ["spark_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ _LOCAL_DEFAULTS = {
     "spark.broadcast.compress": "false",
     "spark.broadcast.checksum": "false",
 }
+_DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+#: Log4j 2 configuration of the embedded JVM: Spark's default without the start-up warnings.
+LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
 _S3A_KEYS = {
     "endpoint": "fs.s3a.endpoint",
     "region": "fs.s3a.endpoint.region",
@@ -138,7 +141,9 @@ def spark_session(
     sets ``spark.master``) with the jars installed by ``make install``, offline.
     Inside spark-submit the cluster's master and ``--packages`` win; only the
     Delta, s3a and configured settings are added (session extensions given to
-    spark-submit, such as ketch-spark's own, are kept next to Delta's).
+    spark-submit, such as ketch-spark's own, are kept next to Delta's). The
+    embedded JVM logs with :data:`LOG4J2_FILE` (Spark's default without the
+    start-up warnings) unless ``spark.driver.extraJavaOptions`` names another file.
 
     Args:
         cfg: Configuration; ``None`` loads the default one.
@@ -189,4 +194,13 @@ def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *
     settings.update(extra or {})
     if managed:
         settings.pop("spark.master", None)
+    else:
+        settings[_DRIVER_JAVA_OPTIONS] = _with_log4j_file(settings.get(_DRIVER_JAVA_OPTIONS, ""))
     return settings
+
+
+def _with_log4j_file(java_options: str) -> str:
+    """The driver's Java options with ketch-spark's log4j2 file, unless the options already name one."""
+    if "log4j2.configurationFile" in java_options:
+        return java_options
+    return f"-Dlog4j2.configurationFile={LOG4J2_FILE.as_uri()} {java_options}".strip()

@@ -108,3 +108,43 @@ def test_cli_review_and_label(lifecycle, tmp_path, capsys):
     assert summary["category"] == "email" and summary["labelled_by"] == "me"
     assert main(["catalog", "label", "--asset", str(folder), "--column", "nope", "--not-personal",
                  "--conf", str(conf)]) == 1
+
+
+def test_personal_columns_and_search_return_what_the_catalog_found(lifecycle):
+    catalog, folder, _, _ = lifecycle
+    found = {r["column"]: r for r in catalog.personal_columns().collect()}
+    assert set(found) == {"id", "email", "notes"}  # account_ref was labelled not personal
+    assert (found["id"]["identity_type"], found["id"]["method"], found["id"]["confidence"]) == ("user_id", "label", 1.0)
+    assert found["email"]["location"] == f"file://{folder}"
+    assert {r["column"] for r in catalog.personal_columns(identity_type="email").collect()} == {"email", "notes"}
+    assert catalog.personal_columns(asset="contacts").count() == 3
+    assert catalog.personal_columns(asset=str(folder), identity_type="user_id").count() == 1
+    assert catalog.personal_columns(asset="elsewhere").count() == 0
+    assert catalog.columns(asset=str(folder)).count() == 4  # the table's rows, personal or not
+    assert [r["column"] for r in catalog.columns(identity_type="user_id").collect()] == ["id"]
+    assert {r["column"] for r in catalog.search("EMAIL").collect()} == {"email", "notes"}  # category, column
+    assert {r["column"] for r in catalog.search("User_Id").collect()} == {"id"}  # identity type
+    assert catalog.search("lake/CONTACTS").count() == 3  # asset location
+    assert catalog.search("no such thing").count() == 0
+
+
+def test_cli_columns_and_search_print_a_table(lifecycle, tmp_path, capsys):
+    _, folder, cfg, _ = lifecycle
+    conf = tmp_path / "ketch.yaml"
+    conf.write_text(f"warehouse: {cfg.warehouse}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
+    assert main(["catalog", "columns", "--identity-type", "email", "--conf", str(conf)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["asset", "column", "category", "identity", "type", "confidence", "method"]
+    rows = [line.split() for line in lines[2:-1]]
+    assert {(row[0], row[1], row[3]) for row in rows} == {(f"file://{folder}", "email", "email"),
+                                                        (f"file://{folder}", "notes", "email")}
+    assert json.loads(lines[-1]) | {"seconds": 0} == {"command": "catalog columns", "status": "ok", "columns": 2,
+                                                      "assets": 1, "seconds": 0}
+    assert main(["catalog", "columns", "--asset", "elsewhere", "--conf", str(conf)]) == 0
+    assert capsys.readouterr().out.startswith("no personal columns found in asset elsewhere")
+    assert main(["catalog", "search", "user_id", "--conf", str(conf)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines[2:-1]] == [[f"file://{folder}", "id"]]
+    assert json.loads(lines[-1])["columns"] == 1 and json.loads(lines[-1])["text"] == "user_id"
+    with pytest.raises(SystemExit):
+        main(["catalog", "columns", "--identity-type", "mail", "--conf", str(conf)])  # refused before Spark starts

@@ -113,3 +113,28 @@ def test_s3a_settings_from_connectors_section():
     assert settings["spark.hadoop.fs.s3a.access.key"] == "k"
     assert settings["spark.hadoop.fs.s3a.input.stream.type"] == "classic"  # rewritten objects are read afresh
     assert s3a_settings(config_from_mapping({})) == {"spark.hadoop.fs.s3a.input.stream.type": "classic"}
+
+
+def test_missing_jars_say_where_they_were_looked_for(base_config, tmp_path):
+    import pytest
+
+    from ketch_spark.errors import JarsNotInstalledError
+
+    cfg = dataclasses.replace(base_config, jars_dir=str(tmp_path / "no-jars"))
+    with pytest.raises(JarsNotInstalledError) as info:
+        session_settings(cfg)
+    message = str(info.value)
+    assert str(tmp_path / "no-jars") in message and "KETCH_SPARK_JARS" in message and "jars_dir" in message
+
+
+def test_the_embedded_jvm_logs_without_start_up_warnings(base_config):
+    from ketch_spark.session import LOG4J2_FILE
+
+    options = session_settings(base_config)["spark.driver.extraJavaOptions"]
+    assert options == f"-Dlog4j2.configurationFile={LOG4J2_FILE.as_uri()}" and LOG4J2_FILE.is_file()
+    quiet = {line.split("=")[1].strip() for line in LOG4J2_FILE.read_text().splitlines() if ".name = " in line}
+    assert {"org.apache.spark.util.Utils", "org.apache.hadoop.util.NativeCodeLoader"} <= quiet
+    own = config_from_mapping({"spark": {"spark.driver.extraJavaOptions": "-Dx=1"}})
+    assert session_settings(own)["spark.driver.extraJavaOptions"].endswith(" -Dx=1")
+    chosen = config_from_mapping({"spark": {"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=my.xml"}})
+    assert session_settings(chosen)["spark.driver.extraJavaOptions"] == "-Dlog4j2.configurationFile=my.xml"

@@ -23,6 +23,7 @@ Secrets from the connectors config never reach the tables, the summary or the lo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from ketch_spark.catalog.classify import ClassifierSettings, ColumnClass, classi
 from ketch_spark.catalog.review import (
     REVIEW_BELOW,
     Label,
+    asset_named,
     label_column,
     labelled_classes,
     read_labels,
@@ -54,6 +56,7 @@ from ketch_spark.connectors import (
     system_of_uri,
 )
 from ketch_spark.errors import KetchError
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_spec
 
 __all__ = ["AssetCatalog", "ScanResult", "asset_from_row"]
@@ -118,6 +121,11 @@ def _column_key_condition() -> str:
     return "t.asset_id = s.asset_id AND t.`column` = s.`column`"
 
 
+#: Columns of :meth:`AssetCatalog.personal_columns` and :meth:`AssetCatalog.search`.
+_FOUND_COLUMNS = ("asset_id", "system", "location", "name", "format", "column", "data_type", "category",
+                  "identity_type", "confidence", "method", "asset_status")
+
+
 def asset_from_row(row: Any) -> Asset:
     """Rebuilds a connector :class:`Asset` from a ``catalog_assets`` row (for readers such as the rights engine)."""
     record = row.asDict() if hasattr(row, "asDict") else dict(row)
@@ -168,32 +176,69 @@ class AssetCatalog:
         self._ensure_tables()
         return read_table(self.spark, self.cfg, _ASSETS)
 
-    def columns(self) -> DataFrame:
-        """Every column of every sampled asset, with its classification."""
-        self._ensure_tables()
-        return read_table(self.spark, self.cfg, _COLUMNS)
-
-    def search(self, category: str | None = None, identity_type: str | None = None,
-               system: str | None = None) -> DataFrame:
-        """Personal columns of assets not gone, with their asset's system, location, name and format.
+    def columns(self, identity_type: str | None = None, asset: str | None = None) -> DataFrame:
+        """Every column of every sampled asset, with its classification (the ``catalog_columns`` table).
 
         Args:
+            identity_type: Keep the columns that give this DSR identity type only
+                (email, email_sha256, phone, user_id, device_id, ...).
+            asset: Keep the columns of this asset only: its id, location or name.
+        """
+        self._ensure_tables()
+        columns_df = read_table(self.spark, self.cfg, _COLUMNS)
+        if identity_type is not None:
+            columns_df = columns_df.where(F.col("identity_type") == identity_type)
+        if asset is not None:
+            chosen_df = self.assets().where(asset_named(asset)).select("asset_id")
+            columns_df = columns_df.join(chosen_df, "asset_id", "left_semi")
+        return columns_df
+
+    def personal_columns(self, identity_type: str | None = None, asset: str | None = None) -> DataFrame:
+        """Personal columns of the assets not gone, with the asset's system, location, name and format.
+
+        Args:
+            identity_type: Keep the columns that give this DSR identity type only.
+            asset: Keep the columns of this asset only: its id, location or name.
+
+        Returns:
+            Columns asset_id, system, location, name, format, column, data_type, category,
+            identity_type, confidence, method, asset_status; ordered by location and column.
+        """
+        assets_df = self.assets().where(F.col("status") != _GONE)
+        if asset is not None:
+            assets_df = assets_df.where(asset_named(asset))
+        assets_df = assets_df.select(
+            "asset_id", "system", "location", "name", "format", F.col("status").alias("asset_status")
+        )
+        found_df = self.columns(identity_type=identity_type).where(F.col("category").isNotNull())
+        return (found_df.join(assets_df, "asset_id")
+                .select(*_FOUND_COLUMNS)
+                .orderBy("location", "column"))
+
+    def search(self, text: str | None = None, *, category: str | None = None, identity_type: str | None = None,
+               system: str | None = None) -> DataFrame:
+        """Personal columns of assets not gone, as :meth:`personal_columns`, found by text or filters.
+
+        Args:
+            text: Keep the columns whose asset location or name, column path, category or
+                identity type contains this text, ignoring case (``"email"`` finds
+                ``user.contact.email``, every ``email_sha256`` column and the ``crm/emails`` asset).
             category: Keep this category only.
             identity_type: Keep columns that give this DSR identity type only.
             system: Keep assets of this system only (file, s3, postgres, dynamodb).
         """
-        assets_df = self.assets().where(F.col("status") != _GONE).select(
-            "asset_id", "system", "location", "name", "format", F.col("status").alias("asset_status")
-        )
-        found_df = self.columns().where(F.col("category").isNotNull()).join(assets_df, "asset_id")
+        found_df = self.personal_columns(identity_type=identity_type)
+        if text is not None and text.strip():
+            needle = text.strip().lower()
+            searched = ("location", "name", "column", "category", "identity_type")
+            found_df = found_df.where(functools.reduce(
+                lambda either, name: either | F.lower(F.coalesce(F.col(name), F.lit(""))).contains(needle),
+                searched[1:], F.lower(F.col(searched[0])).contains(needle)))
         if category is not None:
             found_df = found_df.where(F.col("category") == category)
-        if identity_type is not None:
-            found_df = found_df.where(F.col("identity_type") == identity_type)
         if system is not None:
             found_df = found_df.where(F.col("system") == system)
-        return found_df.select("asset_id", "system", "location", "name", "format", "column", "data_type",
-                               "category", "identity_type", "confidence", "method", "asset_status")
+        return found_df
 
     def load_assets(self, status: str = _OK) -> list[Asset]:
         """Assets with ``status`` as connector :class:`Asset` objects."""
@@ -276,11 +321,12 @@ class AssetCatalog:
         else:
             result.discovered += len(assets)
         found = {a.asset_id for a in assets}
-        for asset in assets:
+        for done, asset in enumerate(assets, start=1):
             if asset.asset_id in rows:
                 continue
             rows[asset.asset_id] = self._scan_asset(asset, connector, previous.get(asset.asset_id), now, classified,
                                                     result)
+            report_progress(f"scan {redact(uri, self._secrets)}", done, len(assets), unit="assets")
         for asset_id, prev in previous.items():
             if asset_id in found or asset_id in rows or prev["status"] == _GONE:
                 continue

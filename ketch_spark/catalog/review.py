@@ -22,7 +22,7 @@ import getpass
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ketch_spark.catalog.classify import CATEGORIES, ColumnClass, identity_type_of
@@ -30,7 +30,7 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.errors import ConfigError
 from ketch_spark.tables import append_rows, delta_table, ensure_table, read_table, table_spec
 
-__all__ = ["Label", "label_column", "read_labels", "labelled_classes", "record_changes", "review_queue",
+__all__ = ["Label", "asset_named", "label_column", "read_labels", "labelled_classes", "record_changes", "review_queue",
            "REVIEW_BELOW"]
 
 _LABELS, _CHANGES, _COLUMNS, _ASSETS = "catalog_labels", "catalog_changes", "catalog_columns", "catalog_assets"
@@ -128,10 +128,14 @@ def record_changes(spark: SparkSession, cfg: KetchConfig, classified: Mapping[st
     return len(rows)
 
 
+def asset_named(asset: str) -> Column:
+    """Whether a ``catalog_assets`` row is the asset ``asset`` names: its id, location, name, or local path."""
+    return ((F.col("asset_id") == asset) | (F.col("location") == asset) | (F.col("name") == asset)
+            | (F.col("location") == F.lit("file://" + asset)))
+
+
 def _resolve_asset(spark: SparkSession, cfg: KetchConfig, asset: str) -> Any:
-    assets = read_table(spark, cfg, _ASSETS).where(
-        (F.col("asset_id") == asset) | (F.col("location") == asset) | (F.col("name") == asset)
-        | (F.col("location") == F.lit("file://" + asset))).collect()
+    assets = read_table(spark, cfg, _ASSETS).where(asset_named(asset)).collect()
     if not assets:
         raise ConfigError(f"no catalogued asset has id, location or name {asset!r}; `ketch-spark catalog list` "
                           "shows them")

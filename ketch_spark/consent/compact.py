@@ -67,6 +67,7 @@ from ketch_spark.errors import KetchError
 from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy, Purpose
 from ketch_spark.consent.key_set_sizes import commit_user_metadata, recorded_sizes, sizes_after, size_change_columns
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path, table_version
 
 __all__ = [
@@ -535,6 +536,7 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         logger.info("consent state already holds events up to version %s", applied)
         return _result(spark, cfg, full, batch_id, None, applied, {}, False, started)
     from_version = applied + 1 if incremental else 0
+    report_progress(f"read events of versions {from_version}-{upto}" + ("" if incremental else " (full rebuild)"))
     updated_at = utc_now()
     bits = sorted(p.bit for p in policy.purposes.values())
 
@@ -550,6 +552,8 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         rows_df = new_rows(_all_events(spark, cfg, upto))
     purposes = list(policy.active)
     counts, size_changes = _counts(rows_df, purposes)
+    report_progress("reduce events", counts["events"], unit="events")
+    report_progress("commit changed users", counts["changed"], counts["touched"], unit="users")
     sizes_before = recorded_sizes(spark, *_state_at(spark, cfg)) if incremental else None
     sizes = sizes_after(purposes, size_changes, sizes_before) if sizes_before is not None or not incremental else None
     metadata = None if sizes is None else commit_user_metadata(sizes)

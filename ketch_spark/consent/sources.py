@@ -89,6 +89,7 @@ from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
 from ketch_spark.policy import Policy
+from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_path
 
 __all__ = [
@@ -837,6 +838,7 @@ def ingest_consent(
         raise IngestError(f"unknown consent format {fmt!r}; expected one of {', '.join(FORMATS)}")
     paths = _as_list(inputs)
     files = _list_input_files(spark, paths)
+    report_progress("list inputs", len(files), unit="files")
     batch_id = batch_id or default_batch_id(fmt, files)
     policy = cfg.policy()
     ingested_at = utc_now().replace(microsecond=0)
@@ -858,6 +860,7 @@ def ingest_consent(
     rows_df = rows_df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         n_records, reasons, dates, content = _batch_counts(rows_df, fmt)
+        report_progress("check records", sum(reasons.values()), unit="rows")
         if already:
             _check_same_content(batch_id, stored_content, content)
             content = stored_content
@@ -868,6 +871,7 @@ def ingest_consent(
             new_df = new_df.join(_existing_keys(spark, cfg, dates, batch_id), list(EVENT_KEY), "left_anti")
         events_df = _event_rows(new_df, batch_id, ingested_at).persist(StorageLevel.MEMORY_AND_DISK)
         n_new = events_df.count()
+        report_progress("new events", n_new, unit="rows")
         expectations = None
         if validate:
             from ketch_spark.quality import QualityLimits, validate_consent_batch
@@ -881,6 +885,7 @@ def ingest_consent(
             batch_id,
             content,
         )
+        report_progress("write events and quarantine", n_new + sum(reasons.values()), unit="rows")
         events_df.unpersist()
     finally:
         rows_df.unpersist()

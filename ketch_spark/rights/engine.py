@@ -49,6 +49,7 @@ from ketch_spark.connectors import Asset, Connector, connector_for, describe_err
 from ketch_spark.connectors.base import EraseCounts, PersonalColumn
 from ketch_spark.connectors.delta_rights import APPEND_ONLY_ERASURE
 from ketch_spark.errors import ConfigError, ConnectorError, ObfuscationError, PartialErasureError
+from ketch_spark.progress import report_progress
 from ketch_spark.rights.audit import FAILED, OK, AuditRow, append_audit, completed_work, iso_z, read_audit, utc_now
 from ketch_spark.rights.match import IDENTITIES_SCHEMA, REQUEST_ID_COLUMN
 from ketch_spark.tables import table_exists, table_path, table_spec
@@ -613,19 +614,24 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
         return run.result
     assets = rights_assets(spark, cfg)
     logger.info("dsr run %s: %d request(s), %d asset(s)", run.run_id, len(requests), len(assets))
+    report_progress(f"{len(requests)} request(s) over {len(assets)} catalogued asset(s)")
     if ledger_df is not None:
         key = _ledger_key_for(cfg, dry_run)
         if key is not None:
             _sweep_ledger(run, assets, ledger_df, key)
+            report_progress("sweep erased-subject ledger", len(assets), len(assets), unit="assets")
         else:
             run.result.ledger_unchecked.extend(a.location for a in assets if not a.properties.get(OWN_TABLE))
     if not requests:
         run.result.seconds = time.perf_counter() - started
         return run.result
+    assets_done = 0
     for group in _transaction_groups(run, assets):
+        assets_done += len(group)
         if dry_run:
             for asset in group:
                 _dry_run_asset(run, asset, requests)
+            report_progress("search assets (dry run)", assets_done, len(assets), unit="assets")
             continue
         for asset in group:  # exports before erasures: a subject asking for both gets their data first
             batch = [r for r in requests
@@ -641,6 +647,7 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
                     work.append((asset, batch, mode))
         if work:  # one erase_all per group: the tables of one database change in one transaction
             _erase_together(run, work)
+        report_progress("process assets", assets_done, len(assets), unit="assets")
     if not dry_run:
         _finish(run, assets)
     run.result.seconds = time.perf_counter() - started

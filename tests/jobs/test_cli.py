@@ -203,3 +203,153 @@ def test_jobs_run_under_spark_submit(spark, tmp_path):
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["status"] == "ok", summary
     assert summary["command"] == "consent compact" and summary["committed"] and summary["events_read"] > 0
+
+
+def _conf(tmp_path: Path, warehouse: Path | None = None) -> Path:
+    conf = tmp_path / "ketch.yaml"
+    conf.write_text(f"warehouse: {warehouse or tmp_path / 'wh'}\npolicy: {REPO / 'conf' / 'policy.yaml'}\n")
+    return conf
+
+
+def _subparsers(parser):
+    """(name, parser) of every command and action."""
+    for action in parser._subparsers._group_actions:  # noqa: SLF001
+        for name, sub in action.choices.items():
+            if sub._subparsers is None:  # noqa: SLF001
+                yield name, sub
+            else:
+                yield from ((f"{name} {inner}", leaf) for inner, leaf in _subparsers(sub))
+
+
+def test_help_is_written_for_people_with_an_example_per_command():
+    parser = build_parser()
+    top = parser.format_help()
+    assert top.startswith("usage: ketch-spark") and "start here:" in top
+    commands = dict(_subparsers(parser))
+    assert {"demo", "consent ingest", "catalog columns", "catalog search", "dsr run"} <= set(commands)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "examples:\n  ketch-spark " in text, name
+        assert not any(markup in text for markup in (":func:", ":mod:", ":class:", "``")), name
+    ingest = " ".join(commands["consent ingest"].format_help().split())
+    assert "--format {json,csv,parquet,tcf,gpp}" in ingest and "header line then one choice per line" in ingest
+    assert "same id with other records is refused" in ingest
+
+
+def test_checks_that_need_no_spark_fail_before_it_starts(tmp_path, capsys, monkeypatch):
+    import ketch_spark.session
+
+    def no_spark(*args, **kwargs):
+        raise AssertionError("the checks must fail before Spark starts")
+
+    monkeypatch.setattr(ketch_spark.session, "spark_session", no_spark)
+    conf = _conf(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    no_policy = tmp_path / "no-policy.yaml"
+    no_policy.write_text(f"warehouse: {tmp_path / 'wh'}\npolicy: {tmp_path / 'missing-policy.yaml'}\n")
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
+    cases = [
+        (["consent", "ingest", "--input", str(tmp_path / "drop"), "--conf", str(conf)], f"{tmp_path / 'drop'}: no such"),
+        (["dsr", "submit", "--input", str(tmp_path / "r.jsonl"), "--conf", str(conf)], "r.jsonl: no such file"),
+        (["consent", "compact", "--conf", str(_conf(tmp_path / "x", tmp_path / "afile"))],
+         f"the warehouse {tmp_path / 'afile'} is a file"),
+        (["catalog", "list", "--conf", str(_conf(tmp_path / "y", tmp_path / "afile" / "wh"))],
+         f"lies under the file {tmp_path / 'afile'}"),
+        (["consent", "compact", "--conf", str(no_policy)], "policy file not found"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 1, argv
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert summary["status"] == "error" and expected in summary["error"], (argv, summary)
+        assert "Traceback" not in captured.err
+
+
+def test_outside_the_repository_without_conf_it_says_which_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KETCH_SPARK_CONF", raising=False)
+    assert main(["dsr", "verify-receipt", "r-1.json"]) == 1
+    err = capsys.readouterr().err
+    assert f"built-in defaults (warehouse {tmp_path / 'ketch-data'}, policy {REPO / 'conf' / 'policy.yaml'})" in err
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "ketch.yaml").write_text(f"policy: {REPO / 'conf' / 'policy.yaml'}\n")
+    assert main(["dsr", "verify-receipt", "r-1.json"]) == 1
+    assert f"config {tmp_path / 'conf' / 'ketch.yaml'} (no --conf given)" in capsys.readouterr().err
+    assert main(["dsr", "verify-receipt", "r-1.json", "--conf", "conf/ketch.yaml"]) == 1
+    assert "config" not in capsys.readouterr().err.split("error:")[0]
+
+
+def test_a_spark_failure_is_one_line_and_a_json_error(spark, tmp_path, capsys):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "consent.json").write_text('{"org_id": "o-1", "user_id": "u-1", "ts": "2026-11-26T10:00:00Z"}\n')
+    assert main(["consent", "ingest", "--input", str(drop), "--format", "parquet", "--conf", str(_conf(tmp_path))]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["status"] == "error" and f"{drop}/consent.json is not a Parquet file" in summary["error"]
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert errors == [f"ketch-spark consent ingest: error: {summary['error']}"] and "Traceback" not in captured.err
+
+
+def test_every_record_quarantined_is_a_failed_run(spark, tmp_path, capsys):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "consent.json").write_text('{"org_id": "o-1", "ts": "2026-11-26T10:00:00Z", "purpose": "analytics", '
+                                       '"granted": true}\nnot json\n')
+    assert main(["consent", "ingest", "--input", str(drop), "--conf", str(_conf(tmp_path))]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["status"] == "failed" and summary["read"] == summary["quarantined"] == 2
+    assert "every record was quarantined (" in captured.err and "missing_user_id 1" in captured.err
+
+
+def test_a_scan_with_errors_is_partial(spark, tmp_path, capsys):
+    good = tmp_path / "lake" / "contacts"
+    spark.createDataFrame([("u-1", "jane@example.com")], "user_id string, email string").write.parquet(str(good))
+    corrupt = tmp_path / "bad" / "corrupt"
+    corrupt.mkdir(parents=True)
+    (corrupt / "part-00000.parquet").write_bytes(b"PAR1 this is not a parquet file at all" * 10)
+    assert main(["catalog", "scan", "--source", str(good), "--source", str(corrupt),
+                 "--conf", str(_conf(tmp_path))]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["status"] == "partial" and summary["errors"] == 1 and summary["discovered"] == 2
+    assert f"ketch-spark catalog scan: file://{corrupt}" in captured.err
+
+
+def test_commands_show_progress_and_a_report_and_quiet_keeps_only_the_json(spark, tmp_path, capsys):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "consent.json").write_text(
+        '{"org_id": "o-1", "user_id": "u-1", "ts": "2026-11-26T10:00:00Z", "purposes": {"analytics": true}}\n'
+        '{"org_id": "o-1", "user_id": "u-2", "ts": "2026-11-26T10:00:00Z", "purposes": {"astrology": true}}\n')
+    conf = _conf(tmp_path)
+    assert main(["consent", "ingest", "--input", str(drop), "--conf", str(conf)]) == 0
+    captured = capsys.readouterr()
+    progress = [line.split("] ", 1)[1] for line in captured.err.splitlines() if line.startswith("ketch-spark consent ingest [")]
+    assert progress[:3] == ["start Spark", "Spark ready (local[2])", "list inputs: 1 files"]
+    assert "write events and quarantine: 2 rows" in progress
+    out = captured.out.strip().splitlines()
+    assert ["rows", "read", "2"] in [line.split() for line in out] and ["unknown_purpose", "1"] in [line.split() for line in out]
+    assert json.loads(out[-1])["accepted"] == 1
+
+    assert main(["consent", "compact", "--quiet", "--conf", str(conf)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 and json.loads(captured.out)["committed"] is True
+    assert "ketch-spark consent compact [" not in captured.err
+
+
+@pytest.mark.slow
+def test_a_new_users_screen_has_no_spark_start_up_warnings(tmp_path):
+    """A fresh process, as a person starts it: only ketch-spark's progress on stderr, a report and the JSON."""
+    conf = _conf(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    done = subprocess.run([sys.executable, "-m", "ketch_spark.cli", "catalog", "list", "--conf", str(conf)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for noise in ("NativeCodeLoader", "log4j profile", "loopback", "SPARK_LOCAL_IP", "Setting default log level",
+                  "setLogLevel"):
+        assert noise not in done.stderr, done.stderr
+    assert "ketch-spark catalog list [" in done.stderr and "Spark ready" in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["assets"] == 0
