@@ -62,7 +62,7 @@ class ConsentSettings:
     earliest_event_date: dt.date = dt.date(2000, 1, 1)
     max_id_length: int = 256
     max_quarantined_share: float = 0.05
-    state_rewrite_share: float = 0.1
+    state_rewrite_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -394,7 +394,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
             earliest_event_date=_date_setting(consent_raw, "earliest_event_date", dt.date(2000, 1, 1), source, "consent"),
             max_id_length=_int_setting(consent_raw, "max_id_length", 256, source, "consent"),
             max_quarantined_share=_share_setting(consent_raw, "max_quarantined_share", 0.05, source, "consent"),
-            state_rewrite_share=_share_setting(consent_raw, "state_rewrite_share", 0.1, source, "consent"),
+            state_rewrite_share=_share_setting(consent_raw, "state_rewrite_share", 0.5, source, "consent"),
         ),
         filter=FilterSettings(
             broadcast_max_bytes=_int_setting(filter_raw, "broadcast_max_bytes", 256 * 1024 * 1024, source, "filter"),

@@ -20,6 +20,7 @@ from ketch_spark.consent.compact import (
     compact_consent,
     consent_rates,
     state_commit_kind,
+    state_needs_compacting,
 )
 from ketch_spark.consent.sources import append_events
 from ketch_spark.tables import read_table, table_version
@@ -334,7 +335,7 @@ def test_few_changes_merge_with_deletion_vectors_many_rewrite_the_touched_files(
     _append(spark, cfg, first, "b-1")
     assert compact_consent(spark, cfg).commit_kind == "overwrite"
 
-    one_withdrawal = [("o1", "u7", "alpha", False, 2)]  # 1 of 40 rows: below the 10 % default
+    one_withdrawal = [("o1", "u7", "alpha", False, 2)]  # 1 of 40 rows: below the 50 % default
     _append(spark, cfg, one_withdrawal, "b-2")
     few = compact_consent(spark, cfg)
     assert (few.commit_kind, few.users_changed) == ("merge", 1)
@@ -353,11 +354,32 @@ def test_few_changes_merge_with_deletion_vectors_many_rewrite_the_touched_files(
     assert _state(spark, cfg) == oracle(first + one_withdrawal + many)
 
 
-def test_commit_kind_by_changed_share_and_by_files_beyond_a_rebuild():
-    assert state_commit_kind(0, 1_000, 1, 0.1) == "none"
-    assert state_commit_kind(99, 1_000, 1, 0.1) == "merge"
-    assert state_commit_kind(100, 1_000, 1, 0.1) == "rewrite"
-    assert state_commit_kind(5, 0, 0, 0.1) == "merge"  # an empty state: the MERGE only inserts
+def test_commit_kind_by_changed_share_and_compacting_by_files_beyond_a_rebuild():
+    assert state_commit_kind(0, 1_000, 0.5) == "none"
+    assert state_commit_kind(499, 1_000, 0.5) == "merge"
+    assert state_commit_kind(500, 1_000, 0.5) == "rewrite"
+    assert state_commit_kind(5, 0, 0.5) == "merge"  # an empty state: the MERGE only inserts
     # a 1M-row state a rebuild writes in 4 files: up to 16 more files of earlier MERGEs are tolerated
-    assert state_commit_kind(1_000, 1_000_000, 20, 0.1) == "merge"
-    assert state_commit_kind(1_000, 1_000_000, 21, 0.1) == "rewrite"
+    assert not state_needs_compacting(1_000_000, 20)
+    assert state_needs_compacting(1_000_000, 21)
+
+
+def test_merges_that_multiply_the_state_files_are_followed_by_an_optimize(spark, wide_cfg, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    cfg = replace(wide_cfg, warehouse=str(tmp_path / "warehouse"))
+    monkeypatch.setattr(compact_module, "_EXTRA_STATE_FILES", 0)
+    first = [("o1", f"u{i}", "alpha", True, 1) for i in range(20)] + [("o2", "u1", "beta", False, 1)]
+    _append(spark, cfg, first, "b-1")
+    assert not compact_consent(spark, cfg).optimized  # a rebuild writes the state's files itself
+    change = [("o1", "u3", "alpha", False, 2), ("o2", "u9", "omega", True, 2)]
+    _append(spark, cfg, change, "b-2")
+    merged = compact_consent(spark, cfg)
+    assert (merged.commit_kind, merged.optimized) == ("merge", True)
+    from ketch_spark.tables import delta_table
+
+    operations = [r["operation"] for r in delta_table(spark, cfg, "consent_state").history(2).collect()]
+    assert operations == ["OPTIMIZE", "MERGE"]
+    assert _state(spark, cfg) == oracle(first + change)
+    assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)  # an OPTIMIZE keeps the recorded sizes
+    assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")

@@ -27,16 +27,16 @@ How a run works (one code path for incremental and full):
    :data:`_ROWS_PER_STATE_FILE` rows, so that a consent filter for one org
    reads only that org's files (Delta's data skipping on org_id); or a MERGE
    of the changed rows (incremental), in one of two ways chosen by
-   :func:`state_commit_kind`. When few rows change, deletion vectors mark the
-   old rows and only the changed rows are written (``merge``). When many
-   change (``consent.state_rewrite_share`` of the state or more) every file
-   is touched anyway, and deletion vectors would leave that many dead rows in
-   the state for every later read to skip: the MERGE then rewrites the files
-   it touches (``rewrite``), which keeps the state as small as its live rows.
-   The state is also rewritten once its files have multiplied past what a
-   rebuild would write (dead rows of earlier MERGEs). Both are a MERGE, so an
-   erasure committed to consent/state while compaction runs conflicts with
-   it instead of being overwritten. The commit also records each purpose's
+   :func:`state_commit_kind`. Usually deletion vectors mark the old rows and
+   only the changed rows are written (``merge``); when most rows change
+   (``consent.state_rewrite_share`` of the state or more) the MERGE rewrites
+   the files it touches (``rewrite``). Both are a MERGE, so an erasure
+   committed to consent/state while compaction runs conflicts with it instead
+   of being overwritten (an overwrite computed from an earlier read could
+   bring the erased rows back). Once MERGEs have multiplied the state's files
+   past what a rebuild would write, an OPTIMIZE clustered by org_id follows
+   the commit (:func:`state_needs_compacting`), so the dead rows and small
+   files of earlier runs do not pile up for every later read. The commit also records each purpose's
    key-set size (:mod:`ketch_spark.consent.key_set_sizes`), kept up to date
    from the changed rows, so a consent filter need not measure it.
    A run killed before its commit leaves the state as it was; running again
@@ -81,6 +81,7 @@ __all__ = [
     "consent_rates",
     "applied_events_version",
     "state_commit_kind",
+    "state_needs_compacting",
     "COMPACT_TXN_APP_ID",
 ]
 
@@ -130,6 +131,7 @@ class CompactResult:
             (the MERGE or overwrite); the rest reads, reduces and applies events.
         commit_kind: ``overwrite`` (full), ``merge`` (deletion vectors),
             ``rewrite`` (a MERGE rewriting the files it touches) or ``none``.
+        optimized: An OPTIMIZE of consent/state followed the commit (its files had multiplied).
     """
 
     full: bool
@@ -146,6 +148,7 @@ class CompactResult:
     seconds: float
     commit_seconds: float = 0.0
     commit_kind: str = NO_CHANGE
+    optimized: bool = False
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able dict of the result."""
@@ -434,23 +437,27 @@ def _idempotent_commit(
     return session_conf(spark, settings)
 
 
-def state_commit_kind(changed: int, state_rows: int, state_files: int, rewrite_share: float) -> str:
-    """How an incremental run commits ``changed`` rows to a state of ``state_rows`` rows in ``state_files`` files.
+def state_commit_kind(changed: int, state_rows: int, rewrite_share: float) -> str:
+    """How an incremental run commits ``changed`` rows to a state of ``state_rows`` rows.
 
     ``rewrite`` when at least ``rewrite_share`` of the state changes (deletion
-    vectors would only leave that many dead rows behind, in files that are all
-    touched anyway) or when the state holds more than
-    :data:`_EXTRA_STATE_FILES` files beyond what a rebuild would write (the
-    dead rows and small files of earlier MERGEs); ``merge`` otherwise.
+    vectors would mark most rows of files that are all rewritten anyway);
+    ``merge`` otherwise.
     """
     if changed == 0:
         return NO_CHANGE
-    rebuild_files = max(1, -(-state_rows // _ROWS_PER_STATE_FILE))
     if state_rows and changed >= rewrite_share * state_rows:
         return REWRITE
-    if state_files > rebuild_files + _EXTRA_STATE_FILES:
-        return REWRITE
     return MERGE
+
+
+def state_needs_compacting(state_rows: int, state_files: int) -> bool:
+    """Whether the state holds more than :data:`_EXTRA_STATE_FILES` files beyond what a rebuild writes.
+
+    Each MERGE adds files (its changed rows) and leaves deletion vectors on older
+    ones; past that many, every read of the state pays for them.
+    """
+    return state_files > max(1, -(-state_rows // _ROWS_PER_STATE_FILE)) + _EXTRA_STATE_FILES
 
 
 def _state_shape(spark: SparkSession, cfg: KetchConfig) -> tuple[int, int]:
@@ -568,17 +575,37 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         else:
             _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind, metadata)
     commit_seconds = time.perf_counter() - commit_started
+    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg)
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
-                   commit_seconds, kind)
+                   commit_seconds, kind, optimized)
 
 
 def _incremental_commit_kind(spark: SparkSession, cfg: KetchConfig, changed: int) -> str:
     if changed == 0:
         return NO_CHANGE
-    state_rows, state_files = _state_shape(spark, cfg)
-    kind = state_commit_kind(changed, state_rows, state_files, cfg.consent.state_rewrite_share)
-    logger.info("compaction: %d of %d state rows change, state in %d files: %s", changed, state_rows, state_files, kind)
+    state_rows = read_table(spark, cfg, "consent_state").count()
+    kind = state_commit_kind(changed, state_rows, cfg.consent.state_rewrite_share)
+    logger.info("compaction: %d of %d state rows change: %s", changed, state_rows, kind)
     return kind
+
+
+def _compact_state_files(spark: SparkSession, cfg: KetchConfig) -> bool:
+    """OPTIMIZEs consent/state, clustered by org_id, when its MERGEs have multiplied its files.
+
+    A commit of its own after the MERGE: it changes no row, and Delta fails it
+    rather than an erasure committed meanwhile. Returns whether it ran.
+    """
+    state_rows, state_files = _state_shape(spark, cfg)
+    if not state_needs_compacting(state_rows, state_files):
+        return False
+    logger.info("consent/state holds %d files for %d rows: OPTIMIZE", state_files, state_rows)
+    try:
+        delta_table(spark, cfg, "consent_state").optimize().executeZOrderBy("org_id")
+    except Exception as exc:  # noqa: BLE001 - maintenance only: the state is already committed
+        logger.warning("OPTIMIZE of consent/state did not commit (%s); the next compaction tries again",
+                       str(exc).splitlines()[0][:200])
+        return False
+    return True
 
 
 def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int,
@@ -611,7 +638,7 @@ def _counts(rows_df: DataFrame, purposes: Sequence[Purpose]) -> tuple[dict[str, 
 def _result(
     spark: SparkSession, cfg: KetchConfig, full: bool, batch_id: str | None, from_version: int | None,
     to_version: int | None, counts: dict[str, int], committed: bool, started: float, commit_seconds: float = 0.0,
-    commit_kind: str = NO_CHANGE,
+    commit_kind: str = NO_CHANGE, optimized: bool = False,
 ) -> CompactResult:
     changed, inserted = counts.get("changed", 0), counts.get("inserted", 0)
     result = CompactResult(
@@ -629,6 +656,7 @@ def _result(
         seconds=time.perf_counter() - started,
         commit_seconds=commit_seconds,
         commit_kind=commit_kind,
+        optimized=optimized,
     )
     logger.info("compaction: %s", result.summary())
     return result
