@@ -365,3 +365,49 @@ def test_policy_gpp_section_is_validated(gpp, message):
 def test_repository_policy_maps_known_gpp_fields(policy):
     assert policy.gpp_purposes and set(policy.gpp_purposes) <= set(GPP_FIELDS)
     assert policy_from_mapping({"purposes": {"a": {"bit": 0, "legal_basis": "consent"}}}).gpp_purposes == {}
+
+
+def _fibonacci_code(n: int) -> str:
+    """Fibonacci codeword of n >= 1: Zeckendorf bits, least significant first, closed by an extra 1."""
+    weights = [1, 2]
+    while weights[-1] <= n:
+        weights.append(weights[-1] + weights[-2])
+    digits = ["0"] * len(weights)
+    for i in reversed(range(len(weights))):
+        if weights[i] <= n:
+            digits[i], n = "1", n - weights[i]
+    return "".join(digits).rstrip("0") + "1"
+
+
+def _header(ids: list[int]) -> str:
+    """A GPP header listing ``ids`` one entry per id (no ranges)."""
+    bits = format(3, "06b") + format(1, "06b") + format(len(ids), "012b")
+    previous = 0
+    for sid in ids:
+        bits += "0" + _fibonacci_code(sid - previous)
+        previous = sid
+    bits += "0" * (-len(bits) % 6)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(alphabet[int(bits[i : i + 6], 2)] for i in range(0, len(bits), 6))
+
+
+def test_long_headers_take_the_general_path_and_agree(spark, iab):
+    """Headers of many entries or of long codewords list the same ids as short ones, sections found by them."""
+    usnat = _encode(iab, spark.sparkContext._jvm, {7: {**{name: [2] * n if n else 2 for name, n in US_SECTIONS[7].fields}, "gpc": None}})
+    core = usnat.split("~")[1]
+    cases = {
+        "many entries": [1, 3, 4, 5, 7, 13, 15],  # 7 entries, one per id
+        "long codewords": [7, 30000, 60000, 90000],  # over 64 bits of entries
+        "short": [5, 7, 13],
+    }
+    strings = {label: "~".join([_header(ids)] + [core if sid == 7 else "QA" for sid in ids]) for label, ids in cases.items()}
+    df = spark.createDataFrame([(label, text) for label, text in strings.items()], "label string, gpp_string string")
+    rows = with_gpp_fields(df).select("label", "gpp", gpp_fields("gpp_string").alias("column")).collect()
+    reference = with_gpp_fields(spark.createDataFrame([(usnat,)], "gpp_string string")).first()["gpp"]["usnat"]
+    assert len(rows) == len(cases)
+    for row in rows:
+        got = row["gpp"]
+        assert got["valid"] is True, (row["label"], got["reason"], got["detail"])
+        assert got["section_ids"] == cases[row["label"]]
+        assert got["usnat"] == reference
+        assert row["column"] == got
