@@ -34,6 +34,7 @@ __all__ = [
     "delta_table",
     "table_version",
     "TableVersion",
+    "delta_sql_name",
     "delta_table_version",
     "current_version",
     "delta_history",
@@ -379,7 +380,7 @@ class TableVersion:
     committed_ms: int
 
 
-def _sql_name(path: str) -> str:
+def delta_sql_name(path: str) -> str:
     """The path as a Delta SQL table name: ``delta.`path```."""
     return "delta.`" + path.replace("`", "``") + "`"
 
@@ -401,7 +402,7 @@ def _version_from_log(spark: SparkSession, path: str) -> TableVersion:
 def _version_from_sql(spark: SparkSession, path: str) -> TableVersion:
     """The latest version through SQL (``DESCRIBE DETAIL`` and ``DESCRIBE HISTORY``): works over Spark Connect."""
     try:
-        detail = spark.sql(f"DESCRIBE DETAIL {_sql_name(path)}").select("id").head()
+        detail = spark.sql(f"DESCRIBE DETAIL {delta_sql_name(path)}").select("id").head()
         latest = delta_history(spark, path, limit=1).head()
     except AnalysisException as error:
         if _missing_table(error):
@@ -453,5 +454,5 @@ def delta_history(spark: SparkSession, path: str, limit: int | None = None) -> D
         AnalysisException: No Delta table at ``path`` (when the command runs).
     """
     suffix = "" if limit is None else f" LIMIT {int(limit)}"
-    history_df = spark.sql(f"DESCRIBE HISTORY {_sql_name(path)}{suffix}")
+    history_df = spark.sql(f"DESCRIBE HISTORY {delta_sql_name(path)}{suffix}")
     return history_df.select("version", "timestamp", F.unix_millis("timestamp").alias("committed_ms"))

@@ -68,7 +68,15 @@ from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy, Purpose
 from ketch_spark.consent.key_set_sizes import commit_user_metadata, recorded_sizes, sizes_after, size_change_columns
 from ketch_spark.progress import report_progress
-from ketch_spark.tables import delta_table, ensure_table, read_table, table_exists, table_path, table_version
+from ketch_spark.tables import (
+    delta_sql_name,
+    delta_table,
+    ensure_table,
+    read_table,
+    table_exists,
+    table_path,
+    table_version,
+)
 
 __all__ = [
     "CompactResult",
@@ -98,7 +106,7 @@ _BROADCAST_MAX_ROWS = 200_000
 _STATE_COLUMNS = ("org_id", "user_id", "granted", "known", "purpose_ts", "updated_at")
 #: Rows per consent/state file written by a full rebuild (about 15-30 MB).
 _ROWS_PER_STATE_FILE = 250_000
-#: Files the state may hold beyond what a rebuild would write before a run rewrites them.
+#: Files the state may hold beyond what a rebuild would write before a run OPTIMIZEs it.
 _EXTRA_STATE_FILES = 16
 OLD_GRANTED, OLD_KNOWN = "old_granted", "old_known"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
@@ -460,11 +468,10 @@ def state_needs_compacting(state_rows: int, state_files: int) -> bool:
     return state_files > max(1, -(-state_rows // _ROWS_PER_STATE_FILE)) + _EXTRA_STATE_FILES
 
 
-def _state_shape(spark: SparkSession, cfg: KetchConfig) -> tuple[int, int]:
-    """(live rows, files) of consent/state, both from its Delta log (no data read)."""
-    path = table_path(cfg, "consent_state")
-    files = int(spark.sql(f"DESCRIBE DETAIL delta.`{path}`").select("numFiles").head()[0] or 0)
-    return read_table(spark, cfg, "consent_state").count(), files
+def _state_files(spark: SparkSession, cfg: KetchConfig) -> int:
+    """Number of files of consent/state's current version (from its Delta log, no data read)."""
+    detail = spark.sql(f"DESCRIBE DETAIL {delta_sql_name(table_path(cfg, 'consent_state'))}")
+    return int(detail.select("numFiles").head()[0] or 0)
 
 
 def _merge_source(rows_df: DataFrame) -> DataFrame:
@@ -569,33 +576,33 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
         kind = OVERWRITE
         _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto, metadata)
     else:
-        kind = _incremental_commit_kind(spark, cfg, counts["changed"])
+        state_rows = read_table(spark, cfg, "consent_state").count() if counts["changed"] else 0
+        kind = _incremental_commit_kind(counts["changed"], state_rows, cfg)
         if kind == NO_CHANGE:
             _record_applied_version(spark, cfg, app_id, upto, metadata)
         else:
             _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind, metadata)
     commit_seconds = time.perf_counter() - commit_started
-    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg)
+    # rows after the MERGE: the inserted users join the state's rows counted before it
+    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows + counts["inserted"])
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
                    commit_seconds, kind, optimized)
 
 
-def _incremental_commit_kind(spark: SparkSession, cfg: KetchConfig, changed: int) -> str:
-    if changed == 0:
-        return NO_CHANGE
-    state_rows = read_table(spark, cfg, "consent_state").count()
+def _incremental_commit_kind(changed: int, state_rows: int, cfg: KetchConfig) -> str:
     kind = state_commit_kind(changed, state_rows, cfg.consent.state_rewrite_share)
-    logger.info("compaction: %d of %d state rows change: %s", changed, state_rows, kind)
+    if kind != NO_CHANGE:
+        logger.info("compaction: %d of %d state rows change: %s", changed, state_rows, kind)
     return kind
 
 
-def _compact_state_files(spark: SparkSession, cfg: KetchConfig) -> bool:
+def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int) -> bool:
     """OPTIMIZEs consent/state, clustered by org_id, when its MERGEs have multiplied its files.
 
     A commit of its own after the MERGE: it changes no row, and Delta fails it
     rather than an erasure committed meanwhile. Returns whether it ran.
     """
-    state_rows, state_files = _state_shape(spark, cfg)
+    state_files = _state_files(spark, cfg)
     if not state_needs_compacting(state_rows, state_files):
         return False
     logger.info("consent/state holds %d files for %d rows: OPTIMIZE", state_files, state_rows)

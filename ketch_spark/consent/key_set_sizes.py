@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from ketch_spark.bitmap import has_purpose
 from ketch_spark.policy import Purpose
-from ketch_spark.tables import TableVersion
+from ketch_spark.tables import TableVersion, delta_sql_name
 
 __all__ = [
     "KEY_ROW_OVERHEAD_BYTES",
@@ -151,9 +151,8 @@ def recorded_sizes(spark: SparkSession, location: str, version: int) -> Sizes | 
     Connect) back from ``version`` to the compaction commit that recorded sizes;
     only size-keeping operations may lie between.
     """
-    name = "delta.`" + location.replace("`", "``") + "`"
     history = (
-        spark.sql(f"DESCRIBE HISTORY {name} LIMIT {_HISTORY_DEPTH}")
+        spark.sql(f"DESCRIBE HISTORY {delta_sql_name(location)} LIMIT {_HISTORY_DEPTH}")
         .where(F.col("version") <= version)
         .select("version", "operation", "userMetadata")
         .collect()
