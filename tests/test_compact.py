@@ -94,6 +94,15 @@ def _recorded_sizes(spark, cfg):
     return recorded_sizes(spark, table_path(cfg, "consent_state"), table_version(spark, cfg, "consent_state"))
 
 
+def _recorded_rows(spark, cfg):
+    """(rows, exact) compaction recorded for the state's current version."""
+    from ketch_spark.consent.key_set_sizes import recorded_state
+    from ketch_spark.tables import table_path
+
+    recorded = recorded_state(spark, table_path(cfg, "consent_state"), table_version(spark, cfg, "consent_state"))
+    return recorded.rows, recorded.rows_exact
+
+
 def oracle(rows):
     """Pure-Python state: latest event_ts per (org, user, bit) wins, a denial wins a tie."""
     best: dict[tuple, tuple[int, bool]] = {}
@@ -224,9 +233,11 @@ def test_incremental_equals_full_equals_oracle(spark, wide_cfg, history, cuts, d
     expected = oracle(rows)
     assert _state(spark, cfg, org) == expected
     assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)  # kept exact run after run
+    assert _recorded_rows(spark, cfg) == (read_table(spark, cfg, "consent_state").count(), True)
     compact_consent(spark, cfg, full=True)
     assert _state(spark, cfg, org) == expected
     assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)
+    assert _recorded_rows(spark, cfg) == (read_table(spark, cfg, "consent_state").count(), True)
 
 
 def test_bitmap_helpers_with_null_rows(spark):
@@ -374,12 +385,23 @@ def test_merges_that_multiply_the_state_files_are_followed_by_an_optimize(spark,
     assert not compact_consent(spark, cfg).optimized  # a rebuild writes the state's files itself
     change = [("o1", "u3", "alpha", False, 2), ("o2", "u9", "omega", True, 2)]
     _append(spark, cfg, change, "b-2")
-    merged = compact_consent(spark, cfg)
+    # the check reads the files the run found before its MERGE: the rebuild's one file is not too many
+    first_merge = compact_consent(spark, cfg)
+    assert (first_merge.commit_kind, first_merge.optimized) == ("merge", False)
+    again = [("o1", "u4", "alpha", False, 3)]
+    _append(spark, cfg, again, "b-3")
+    merged = compact_consent(spark, cfg)  # the first MERGE's file makes two
     assert (merged.commit_kind, merged.optimized) == ("merge", True)
     from ketch_spark.tables import delta_table
 
     operations = [r["operation"] for r in delta_table(spark, cfg, "consent_state").history(2).collect()]
     assert operations == ["OPTIMIZE", "MERGE"]
-    assert _state(spark, cfg) == oracle(first + change)
+    assert _state(spark, cfg) == oracle(first + change + again)
     assert _recorded_sizes(spark, cfg) == _measured_sizes(spark, cfg)  # an OPTIMIZE keeps the recorded sizes
+    assert _recorded_rows(spark, cfg) == (read_table(spark, cfg, "consent_state").count(), True)
+    delta_table(spark, cfg, "consent_state").delete("user_id = 'u5'")  # an erasure: the row count becomes a bound
+    assert _recorded_rows(spark, cfg) == (read_table(spark, cfg, "consent_state").count() + 1, False)
+    _append(spark, cfg, [("o1", "u6", "alpha", False, 4)], "b-4")
+    compact_consent(spark, cfg)  # counts the state again and records the exact figure
+    assert _recorded_rows(spark, cfg) == (read_table(spark, cfg, "consent_state").count(), True)
     assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")

@@ -66,10 +66,9 @@ from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
 from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy, Purpose
-from ketch_spark.consent.key_set_sizes import commit_user_metadata, recorded_sizes, sizes_after, size_change_columns
+from ketch_spark.consent.key_set_sizes import RecordedState, commit_user_metadata, recorded_state, sizes_after, size_change_columns
 from ketch_spark.progress import report_progress
 from ketch_spark.tables import (
-    delta_sql_name,
     delta_table,
     ensure_table,
     read_table,
@@ -468,12 +467,6 @@ def state_needs_compacting(state_rows: int, state_files: int) -> bool:
     return state_files > max(1, -(-state_rows // _ROWS_PER_STATE_FILE)) + _EXTRA_STATE_FILES
 
 
-def _state_files(spark: SparkSession, cfg: KetchConfig) -> int:
-    """Number of files of consent/state's current version (from its Delta log, no data read)."""
-    detail = spark.sql(f"DESCRIBE DETAIL {delta_sql_name(table_path(cfg, 'consent_state'))}")
-    return int(detail.select("numFiles").head()[0] or 0)
-
-
 def _merge_source(rows_df: DataFrame) -> DataFrame:
     """The changed rows, as written to consent/state (the table's columns)."""
     return rows_df.where("changed").select(*_STATE_COLUMNS)
@@ -568,23 +561,32 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     counts, size_changes = _counts(rows_df, purposes)
     report_progress("reduce events", counts["events"], unit="events")
     report_progress("commit changed users", counts["changed"], counts["touched"], unit="users")
-    sizes_before = recorded_sizes(spark, *_state_at(spark, cfg)) if incremental else None
+    recorded = recorded_state(spark, *_state_at(spark, cfg)) if incremental else None
+    sizes_before = recorded.sizes if recorded is not None else None
     sizes = sizes_after(purposes, size_changes, sizes_before) if sizes_before is not None or not incremental else None
-    metadata = None if sizes is None else commit_user_metadata(sizes)
     commit_started = time.perf_counter()
     if not incremental:
-        kind = OVERWRITE
+        kind, state_files = OVERWRITE, 0
+        metadata = commit_user_metadata(sizes, counts["changed"])
         _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto, metadata)
     else:
-        state_rows = read_table(spark, cfg, "consent_state").count() if counts["changed"] else 0
+        if counts["changed"]:
+            state_rows = _state_rows(spark, cfg, recorded)
+            rows_after = state_rows + counts["inserted"]
+            # files before the MERGE, from the snapshot this run already read (after it, Delta would list them again)
+            state_files = len(read_table(spark, cfg, "consent_state").inputFiles())
+        else:
+            state_rows, state_files = 0, 0
+            rows_after = recorded.rows if recorded is not None and recorded.rows_exact else None
+        metadata = commit_user_metadata(sizes, rows_after)
         kind = _incremental_commit_kind(counts["changed"], state_rows, cfg)
         if kind == NO_CHANGE:
             _record_applied_version(spark, cfg, app_id, upto, metadata)
         else:
             _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind, metadata)
     commit_seconds = time.perf_counter() - commit_started
-    # rows after the MERGE: the inserted users join the state's rows counted before it
-    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows + counts["inserted"])
+    # the MERGE adds files: the check sees them at the next run, which OPTIMIZEs then
+    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows, state_files)
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
                    commit_seconds, kind, optimized)
 
@@ -596,13 +598,12 @@ def _incremental_commit_kind(changed: int, state_rows: int, cfg: KetchConfig) ->
     return kind
 
 
-def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int) -> bool:
+def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int, state_files: int) -> bool:
     """OPTIMIZEs consent/state, clustered by org_id, when its MERGEs have multiplied its files.
 
     A commit of its own after the MERGE: it changes no row, and Delta fails it
     rather than an erasure committed meanwhile. Returns whether it ran.
     """
-    state_files = _state_files(spark, cfg)
     if not state_needs_compacting(state_rows, state_files):
         return False
     logger.info("consent/state holds %d files for %d rows: OPTIMIZE", state_files, state_rows)
@@ -613,6 +614,13 @@ def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int)
                        str(exc).splitlines()[0][:200])
         return False
     return True
+
+
+def _state_rows(spark: SparkSession, cfg: KetchConfig, recorded: RecordedState | None) -> int:
+    """Rows of consent/state: the exact count recorded with its last compaction commit, else counted."""
+    if recorded is not None and recorded.rows is not None and recorded.rows_exact:
+        return recorded.rows
+    return read_table(spark, cfg, "consent_state").count()
 
 
 def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int,

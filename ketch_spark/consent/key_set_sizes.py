@@ -7,7 +7,9 @@ compaction commit. Compaction now records, in the commit's ``userMetadata``
 (under :data:`KEY_SET_SIZES`), each purpose's key-set rows and estimated bytes,
 kept up to date from the rows it changes (a user entering or leaving a purpose's
 key set) at no extra read: the figures of the previous compaction commit plus
-this run's changes; a full rebuild counts them from scratch.
+this run's changes; a full rebuild counts them from scratch. The same metadata
+carries the state's row count after the commit (under :data:`STATE_ROWS`), so that
+neither the next compaction nor a first filter counts the state.
 
 Commits after the recording one that only remove rows or rewrite files
 (an erasure's DELETE, OPTIMIZE, REORG, VACUUM) keep the figures valid as upper
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from pyspark.sql import Column, SparkSession
@@ -32,12 +35,15 @@ from ketch_spark.tables import TableVersion, delta_sql_name
 __all__ = [
     "KEY_ROW_OVERHEAD_BYTES",
     "KEY_SET_SIZES",
+    "STATE_ROWS",
+    "RecordedState",
     "commit_user_metadata",
     "key_row_bytes",
     "key_set_member",
     "purpose_key",
-    "recorded_key_set_size",
+    "recorded_for",
     "recorded_sizes",
+    "recorded_state",
     "size_change_columns",
     "sizes_after",
 ]
@@ -46,8 +52,12 @@ logger = logging.getLogger(__name__)
 
 #: Key of the sizes in a consent/state commit's ``userMetadata`` JSON.
 KEY_SET_SIZES = "ketch_key_set_sizes"
-#: Operations after the recording commit that keep its sizes upper bounds (rows removed or rewritten, none added).
+#: Key of the state's row count in the same ``userMetadata``.
+STATE_ROWS = "ketch_state_rows"
+#: Operations after the recording commit that keep its figures upper bounds (rows removed or rewritten, none added).
 _SIZE_KEEPING_OPERATIONS = frozenset({"DELETE", "OPTIMIZE", "REORG", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+#: Of those, the operations that remove no row: the recorded row count stays exact.
+_ROW_KEEPING_OPERATIONS = _SIZE_KEEPING_OPERATIONS - {"DELETE"}
 #: Commits read back from the pinned version to find the recording one.
 _HISTORY_DEPTH = 20
 
@@ -127,28 +137,61 @@ def sizes_after(purposes: Sequence[Purpose], changes: Mapping[str, Any], before:
     return sizes
 
 
-def commit_user_metadata(sizes: Sizes) -> str:
-    """The ``userMetadata`` text of a consent/state commit carrying ``sizes``."""
-    return json.dumps({KEY_SET_SIZES: {key: list(value) for key, value in sorted(sizes.items())}}, sort_keys=True)
+def commit_user_metadata(sizes: Sizes | None, state_rows: int | None = None) -> str | None:
+    """The ``userMetadata`` text of a consent/state commit carrying ``sizes`` and the row count (``None``: neither)."""
+    metadata: dict[str, Any] = {}
+    if sizes is not None:
+        metadata[KEY_SET_SIZES] = {key: list(value) for key, value in sorted(sizes.items())}
+    if state_rows is not None:
+        metadata[STATE_ROWS] = int(state_rows)
+    return json.dumps(metadata, sort_keys=True) if metadata else None
 
 
-def _sizes_of(user_metadata: str | None) -> Sizes | None:
+@dataclass(frozen=True)
+class RecordedState:
+    """What compaction recorded with the state's last commit of its own, as valid for a later version.
+
+    Attributes:
+        sizes: Key-set (rows, bytes) per :func:`purpose_key`; upper bounds; ``None`` when not recorded.
+        rows: The state's row count; an upper bound; ``None`` when not recorded.
+        rows_exact: Whether ``rows`` is exact (no commit since removed rows).
+    """
+
+    sizes: Sizes | None
+    rows: int | None
+    rows_exact: bool
+
+
+def _recorded_of(user_metadata: str | None) -> dict[str, Any] | None:
+    """The parsed ``userMetadata`` when it holds anything compaction records, else ``None``."""
     if not user_metadata:
         return None
     try:
-        found = json.loads(user_metadata).get(KEY_SET_SIZES)
-    except (ValueError, AttributeError):
+        found = json.loads(user_metadata)
+    except ValueError:
         return None
-    if not isinstance(found, dict):
+    if not isinstance(found, dict) or not ({KEY_SET_SIZES, STATE_ROWS} & found.keys()):
         return None
-    return {str(key): (int(value[0]), int(value[1])) for key, value in found.items()}
+    return found
 
 
-def recorded_sizes(spark: SparkSession, location: str, version: int) -> Sizes | None:
-    """The key-set sizes valid for ``version`` of the state at ``location``, ``None`` when unknown.
+def _sizes_of(found: dict[str, Any]) -> Sizes | None:
+    sizes = found.get(KEY_SET_SIZES)
+    if not isinstance(sizes, dict):
+        return None
+    return {str(key): (int(value[0]), int(value[1])) for key, value in sizes.items()}
+
+
+def _rows_of(found: dict[str, Any]) -> int | None:
+    rows = found.get(STATE_ROWS)
+    return int(rows) if isinstance(rows, int) and not isinstance(rows, bool) else None
+
+
+def recorded_state(spark: SparkSession, location: str, version: int) -> RecordedState | None:
+    """What compaction recorded for ``version`` of the state at ``location``, ``None`` when unknown.
 
     Reads the latest commits (``DESCRIBE HISTORY``, so it works over Spark
-    Connect) back from ``version`` to the compaction commit that recorded sizes;
+    Connect) back from ``version`` to the compaction commit that recorded them;
     only size-keeping operations may lie between.
     """
     history = (
@@ -157,20 +200,27 @@ def recorded_sizes(spark: SparkSession, location: str, version: int) -> Sizes | 
         .select("version", "operation", "userMetadata")
         .collect()
     )
+    rows_exact = True
     for row in sorted(history, key=lambda r: -r["version"]):
-        sizes = _sizes_of(row["userMetadata"])
-        if sizes is not None:
-            return sizes
+        found = _recorded_of(row["userMetadata"])
+        if found is not None:
+            return RecordedState(_sizes_of(found), _rows_of(found), rows_exact)
         if row["operation"] not in _SIZE_KEEPING_OPERATIONS:
             return None
+        rows_exact = rows_exact and row["operation"] in _ROW_KEEPING_OPERATIONS
     return None
 
 
-def recorded_key_set_size(spark: SparkSession, table: TableVersion, purpose: Purpose) -> tuple[int, int] | None:
-    """(rows, bytes) of ``purpose``'s key set at ``table`` as compaction recorded them, ``None`` when unknown."""
+def recorded_sizes(spark: SparkSession, location: str, version: int) -> Sizes | None:
+    """The key-set sizes valid for ``version`` of the state at ``location``, ``None`` when unknown."""
+    recorded = recorded_state(spark, location, version)
+    return None if recorded is None else recorded.sizes
+
+
+def recorded_for(spark: SparkSession, table: TableVersion) -> RecordedState | None:
+    """:func:`recorded_state` of a pinned table version; ``None`` also when its history cannot be read."""
     try:
-        sizes = recorded_sizes(spark, table.location, table.version)
-    except Exception as exc:  # noqa: BLE001 - history unreadable: the filter measures instead
-        logger.debug("no recorded key-set sizes for %s: %s", table.location, exc)
+        return recorded_state(spark, table.location, table.version)
+    except Exception as exc:  # noqa: BLE001 - history unreadable: the filter counts and measures instead
+        logger.debug("nothing recorded by compaction for %s: %s", table.location, exc)
         return None
-    return None if sizes is None else sizes.get(purpose_key(purpose))

@@ -44,7 +44,8 @@ from ketch_spark.consent.key_set_sizes import (
     KEY_ROW_OVERHEAD_BYTES,
     key_row_bytes,
     key_set_member,
-    recorded_key_set_size,
+    purpose_key,
+    recorded_for,
 )
 from ketch_spark.consent.snapshot import StateSnapshot, remembered, require_state_columns
 from ketch_spark.extensions import (
@@ -169,26 +170,30 @@ def _measure_key_set(key_df: DataFrame) -> tuple[int, int]:
 def _estimate_key_set(snapshot: StateSnapshot, purpose: Purpose, key_df: DataFrame, bound: int) -> KeySetEstimate:
     """Estimates the key set's size, cheaply when possible.
 
-    First an upper bound from the number of state rows (a Delta table answers the
-    count from its log, without reading data); when that bound exceeds the
-    broadcast limit, the size compaction recorded with the state's commit
-    (:mod:`ketch_spark.consent.key_set_sizes`, read from the table's history);
-    without one, the key set itself is measured with one scan of the state. Each
-    is remembered per table version when the state is the Delta table.
+    First an upper bound from the number of state rows; when that bound exceeds
+    the broadcast limit, the size of the key set. For consent/state both come from
+    what compaction recorded with the state's commit
+    (:mod:`ketch_spark.consent.key_set_sizes`, one read of the table's history);
+    without a record, the rows are counted (Delta answers from its log) and the key
+    set measured with one scan of the state. Each is remembered per table version.
     """
-    rows = snapshot.row_count()
+    table = snapshot.table
+    recorded = None
+    if table is not None:
+        spark = key_df.sparkSession
+        recorded = remembered(("recorded", table), lambda: recorded_for(spark, table))
+    rows = recorded.rows if recorded is not None and recorded.rows is not None else snapshot.row_count()
     upper = rows * _UPPER_ROW_BYTES
     if upper <= bound:
         return KeySetEstimate(rows, upper, UPPER_BOUND_ESTIMATE)
-    if snapshot.table is None:
+    sizes = recorded.sizes if recorded is not None else None
+    if sizes is not None and purpose_key(purpose) in sizes:
+        key_rows, size = sizes[purpose_key(purpose)]
+        return KeySetEstimate(key_rows, size, RECORDED_SIZE)
+    if table is None:
         key_rows, size = _measure_key_set(key_df)
-        return KeySetEstimate(key_rows, size, KEY_SET_SCAN)
-    table, spark = snapshot.table, key_df.sparkSession
-    recorded = remembered(("key_set_recorded", table, purpose.bit, purpose.legal_basis),
-                          lambda: recorded_key_set_size(spark, table, purpose))
-    if recorded is not None:
-        return KeySetEstimate(recorded[0], recorded[1], RECORDED_SIZE)
-    key_rows, size = remembered(("key_set", table, purpose.bit, purpose.legal_basis), lambda: _measure_key_set(key_df))
+    else:
+        key_rows, size = remembered(("key_set", table, purpose.bit, purpose.legal_basis), lambda: _measure_key_set(key_df))
     return KeySetEstimate(key_rows, size, KEY_SET_SCAN)
 
 
