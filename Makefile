@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .ketch/jars/manifest.json
 
-.PHONY: install demo test test-slow test-all bench clean-data
+PACKAGE_FILES = $(shell find -L ketch_spark -type f ! -path '*/__pycache__/*' ! -name '*.pyc')
+
+.PHONY: install demo test test-slow test-all bench clean-data zip postgres
 
 install: $(STAMP) $(JARS) postgres
 
@@ -24,6 +26,15 @@ postgres:
 	  { echo "installing PostgreSQL from Debian packages"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || \
 	    { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root"; exit 1; }; }
+
+# ketch_spark.zip: the package with its data files (log4j2.properties, jvm/), not conf/, for
+# `spark-submit --py-files` (README: "On a cluster"); ignored by git. No venv needed.
+zip: ketch_spark.zip
+
+ketch_spark.zip: $(PACKAGE_FILES)
+	@rm -f $@
+	@$(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED); [z.write(f) for f in sorted(sys.argv[2:])]; z.close()' $@ $(PACKAGE_FILES)
+	@echo "built $@ ($(words $(PACKAGE_FILES)) files): spark-submit --py-files $@ ..."
 
 demo: install
 	$(BIN)/ketch-spark demo

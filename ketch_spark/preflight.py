@@ -13,7 +13,7 @@ from typing import Iterable
 from ketch_spark.config import KetchConfig
 from ketch_spark.errors import ConfigError
 
-__all__ = ["local_path", "check_warehouse", "check_inputs_exist"]
+__all__ = ["local_path", "check_warehouse", "check_warehouse_for_master", "is_local_master", "check_inputs_exist"]
 
 
 def local_path(location: str) -> Path | None:
@@ -51,6 +51,39 @@ def check_warehouse(cfg: KetchConfig) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"the warehouse {path} cannot be written by this user ({existing} is not writable); "
                           f"fix its permissions or {where} to a folder you can write")
+
+
+def is_local_master(master: str | None) -> bool:
+    """Whether a Spark master runs every task on this machine (``local``, ``local[*]``, ``local-cluster[...]``)."""
+    return master is None or master.strip() == "" or master.strip().startswith("local")
+
+
+def check_warehouse_for_master(master: str | None, cfg: KetchConfig) -> None:
+    """Refuses a relative ``warehouse`` when Spark runs beyond this machine.
+
+    On a cluster the driver and every executor would resolve a relative folder
+    against their own working folder, so the tables would scatter (or vanish
+    with a container).
+
+    Args:
+        master: The Spark master (``spark.master``), such as ``yarn`` or ``local[*]``.
+        cfg: The config; its ``warehouse_as_written`` is checked.
+
+    Raises:
+        ConfigError: A relative warehouse with a non-local master; the message says to
+            use an absolute path or an s3a:// URI.
+    """
+    written = cfg.warehouse_as_written or cfg.warehouse
+    if is_local_master(master) or "://" in written or written.startswith("file:"):
+        return
+    if Path(written).expanduser().is_absolute():
+        return
+    where = f"in {cfg.source}" if cfg.source else "in the config (--conf)"
+    raise ConfigError(
+        f"the warehouse {written!r} is a relative path and Spark runs on {master}: each machine would resolve it "
+        f"against its own working folder; set `warehouse:` {where} to an absolute path or an s3a:// URI "
+        "(such as s3a://bucket/ketch-data)"
+    )
 
 
 def check_inputs_exist(inputs: Iterable[str], option: str = "--input") -> None:
