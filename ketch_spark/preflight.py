@@ -13,7 +13,8 @@ from typing import Iterable
 from ketch_spark.config import KetchConfig
 from ketch_spark.errors import ConfigError
 
-__all__ = ["local_path", "check_warehouse", "check_warehouse_for_master", "is_local_master", "check_inputs_exist"]
+__all__ = ["local_path", "check_warehouse", "check_warehouse_for_master", "is_local_master", "check_inputs_exist",
+           "check_output_file"]
 
 
 def local_path(location: str) -> Path | None:
@@ -95,3 +96,19 @@ def check_inputs_exist(inputs: Iterable[str], option: str = "--input") -> None:
     missing = [given for given in inputs if (path := local_path(given)) is not None and not path.exists()]
     if missing:
         raise ConfigError(f"{option} {', '.join(missing)}: no such file or folder")
+
+
+def check_output_file(output: str, option: str = "--out") -> None:
+    """Refuses an output file that is a folder or would sit under a file (a missing folder is created later).
+
+    Raises:
+        ConfigError: The message names the option, the path and what is in the way.
+    """
+    path = Path(output).expanduser().resolve()
+    if path.is_dir():
+        raise ConfigError(f"{option} {output} is a folder; name a file, such as {Path(output) / 'report.html'}")
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {output} lies under the file {existing}; name a file in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {output} cannot be written by this user ({existing} is not writable)")

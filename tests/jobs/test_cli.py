@@ -38,6 +38,7 @@ def _last_json(capsys) -> dict:
         ["dsr", "verify-receipt", "f", "--conf", "x.yaml"],
         ["dsr", "submit", "--input", "f", "--conf", "x.yaml"],
         ["dsr", "status", "--conf", "x.yaml"],
+        ["report", "--out", "r.html", "--conf", "x.yaml"],
     ],
 )
 def test_every_command_takes_conf(argv):
