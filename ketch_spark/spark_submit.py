@@ -7,12 +7,13 @@ started, whose system properties hold the submitted settings (``--master``,
 
 - cluster mode (YARN, Kubernetes): in the driver's working folder, under its own name;
 - client mode (a local master included): nowhere new before the SparkContext starts;
-  ``spark.files`` names the submitted copy (a local path on the submitting machine,
-  remote files already downloaded by spark-submit), and once the context runs
-  :func:`pyspark.SparkFiles.get` finds a copy too.
+  ``spark.files`` names the submitted file (``file:`` URIs on the submitting machine,
+  which runs the driver; a remote URI there cannot be read before the context), and
+  once the context runs :func:`pyspark.SparkFiles.get` finds a copy too.
 
-:func:`shipped_file` looks in those places, so ``--files conf/ketch.yaml`` with
-``--conf ketch.yaml`` works in both modes.
+:func:`ketch_spark.config.load_config` reads a bare name from the working folder
+first, then where :func:`shipped_file` finds it, so ``--files conf/ketch.yaml`` with
+``--conf ketch.yaml`` works in both modes (and ``policy: policy.yaml`` next to it).
 """
 
 from __future__ import annotations
@@ -73,17 +74,14 @@ def is_bare_name(name: str | Path) -> bool:
 def shipped_file(name: str | Path) -> Path | None:
     """Where a file given to ``spark-submit --files`` under this bare name is readable, if anywhere.
 
-    Looks in the working folder (cluster mode), then among the submitted ``spark.files``
-    (client mode, before the SparkContext starts), then in the running context's
+    For a name not found where the caller looked first (the working folder, where
+    cluster mode puts the files): looks among the submitted ``spark.files`` (client
+    mode, before the SparkContext starts), then in the running context's
     :class:`pyspark.SparkFiles` folder. A name with a folder part, or a process that
-    spark-submit did not start, finds nothing beyond the working folder.
+    spark-submit did not start (and that runs no SparkContext), finds nothing: no
+    other file is ever taken for a missing one.
     """
-    if not is_bare_name(name):
-        return None
-    here = Path(str(name))
-    if here.is_file():
-        return here
-    if not inside_spark_submit():
+    if not is_bare_name(name) or not inside_spark_submit():
         return None
     for path in submitted_files():
         if path.name == str(name):

@@ -79,6 +79,15 @@ def test_a_bare_config_name_that_was_not_shipped_says_how_to_ship_it(tmp_path, m
         load_config("ketch.yaml")
 
 
+def test_outside_spark_submit_a_missing_policy_is_not_replaced_by_another(tmp_path, monkeypatch):
+    conf = _shipped_conf(tmp_path / "conf")
+    (tmp_path / "policy.yaml").write_text(POLICY)  # in the working folder, not next to the config
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(spark_submit, "inside_spark_submit", lambda: False)
+    assert load_config(conf).policy_path == str(tmp_path / "conf" / "policy.yaml")
+    assert spark_submit.shipped_file("policy.yaml") is None
+
+
 def test_only_a_bare_name_is_looked_up_among_the_shipped_files(tmp_path, monkeypatch):
     conf = _shipped_conf(tmp_path / "conf")
     monkeypatch.chdir(tmp_path)
