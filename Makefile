@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .ketch/jars/manifest.json
 
-.PHONY: install demo test test-slow test-all bench clean-data
+PACKAGE_FILES = $(shell find -L ketch_spark -type f ! -path '*/__pycache__/*' ! -name '*.pyc')
 
-install: $(STAMP) $(JARS) postgres
+.PHONY: install demo test test-slow test-all bench clean-data zip postgres chromium
+
+install: $(STAMP) $(JARS) postgres chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +26,23 @@ postgres:
 	  { echo "installing PostgreSQL from Debian packages"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || \
 	    { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root"; exit 1; }; }
+
+# ketch_spark.zip: the package with its data files (log4j2.properties, jvm/), not conf/, for
+# `spark-submit --py-files` (README: "On a cluster"); ignored by git. No venv needed.
+zip: ketch_spark.zip
+
+ketch_spark.zip: $(PACKAGE_FILES)
+	@rm -f $@
+	@$(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED); [z.write(f) for f in sorted(sys.argv[2:])]; z.close()' $@ $(PACKAGE_FILES)
+	@echo "built $@ ($(words $(PACKAGE_FILES)) files): spark-submit --py-files $@ ..."
+
+# Chromium from Debian, for the report test (it opens the HTML report headless); optional: install goes
+# on without it, and the test's browser checks skip.
+chromium:
+	@test -x /usr/bin/chromium || \
+	  { echo "installing Chromium from Debian packages (tests/test_report.py opens the HTML report headless)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "could not install Chromium: run 'apt-get install chromium' as root; the report test's browser checks skip without it"; }
 
 demo: install
 	$(BIN)/ketch-spark demo

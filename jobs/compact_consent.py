@@ -4,7 +4,8 @@
         --files conf/ketch.yaml,conf/policy.yaml \\
         jobs/compact_consent.py --conf ketch.yaml
 
-Arguments are those of `ketch-spark consent compact --help`.
+Arguments are those of `ketch-spark consent compact --help`. `make zip` builds ketch_spark.zip; README "Submit the jobs
+with spark-submit" explains the jars, the shipped config and the warehouse.
 """
 
 import sys

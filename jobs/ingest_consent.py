@@ -4,7 +4,8 @@
         --files conf/ketch.yaml,conf/policy.yaml \\
         jobs/ingest_consent.py --conf ketch.yaml --input s3a://bucket/consent/2026-11-26/ --format json
 
-Arguments are those of `ketch-spark consent ingest --help`.
+Arguments are those of `ketch-spark consent ingest --help`. `make zip` builds ketch_spark.zip; README "Submit the jobs
+with spark-submit" explains the jars, the shipped config and the warehouse.
 """
 
 import sys

@@ -4,7 +4,8 @@
         --files conf/ketch.yaml,conf/policy.yaml \\
         jobs/run_requests.py --conf ketch.yaml --kind erasure
 
-Arguments are those of `ketch-spark dsr run --help`.
+Arguments are those of `ketch-spark dsr run --help`. `make zip` builds ketch_spark.zip; README "Submit the jobs
+with spark-submit" explains the jars, the shipped config and the warehouse.
 """
 
 import sys

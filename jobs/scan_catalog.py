@@ -4,7 +4,8 @@
         --files conf/ketch.yaml,conf/policy.yaml \\
         jobs/scan_catalog.py --conf ketch.yaml --source s3a://bucket/lake/
 
-Arguments are those of `ketch-spark catalog scan --help`.
+Arguments are those of `ketch-spark catalog scan --help`. `make zip` builds ketch_spark.zip; README "Submit the jobs
+with spark-submit" explains the jars, the shipped config and the warehouse.
 """
 
 import sys

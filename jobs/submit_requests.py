@@ -4,7 +4,8 @@
         --files conf/ketch.yaml,conf/policy.yaml \\
         jobs/submit_requests.py --conf ketch.yaml --input requests.jsonl
 
-Arguments are those of `ketch-spark dsr submit --help`.
+Arguments are those of `ketch-spark dsr submit --help`. `make zip` builds ketch_spark.zip; README "Submit the jobs
+with spark-submit" explains the jars, the shipped config and the warehouse.
 """
 
 import sys

@@ -203,6 +203,21 @@ def _dsr_run(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa
     return summary
 
 
+def _report(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    from ketch_spark.report import write_report
+
+    summary = write_report(spark, cfg, args.out).summary()
+    _print_counts([("purposes", summary["purposes"]), ("users in consent/state", summary["users"]),
+                   ("requests", summary["requests"]), ("deadlines met", summary["deadlines_met"]),
+                   ("deadlines missed (done late)", summary["deadlines_missed"]),
+                   ("deadlines missed (open, overdue)", summary["deadlines_overdue"]),
+                   ("stores", summary["stores"]), ("personal columns", summary["personal_columns"]),
+                   ("assets verified", summary["verifications"]),
+                   ("verifications failed", summary["verifications_failed"])])
+    print(f"\nwrote {Path(args.out).resolve()}")
+    return {"out": str(Path(args.out).resolve()), **summary}
+
+
 def _print_counts(rows: Sequence[tuple[str, Any]]) -> None:
     """A command's short report: one row per count, under a blank line."""
     print()
@@ -279,6 +294,7 @@ start here:
   ketch-spark consent compact
   ketch-spark catalog scan --source s3a://lake/processed/
   ketch-spark dsr submit --input requests.jsonl && ketch-spark dsr run
+  ketch-spark report --out report.html                HTML compliance report of the warehouse
 
 Every command prints a short report, then one JSON line (the last line of stdout) for scripts;
 --quiet keeps only the JSON line. `ketch-spark COMMAND ACTION --help` explains each one."""
@@ -411,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
                       ["ketch-spark dsr verify-receipt ketch-data/dsr/receipts/r-1.json"])
     verify.add_argument("file", metavar="FILE", help="local receipt file (dsr/receipts/<request_id>.json)")
     verify.set_defaults(handler=_dsr_verify_receipt, needs_spark=False)
+
+    report = _command(
+        commands, "report", "write a self-contained HTML compliance report of the warehouse",
+        ["ketch-spark report --out report.html", "ketch-spark report --out /tmp/compliance.html --conf conf/ketch.yaml"],
+        description="Writes one HTML file, readable offline (no script, no external resource): consent coverage per "
+                    "purpose, data-subject request deadlines met and missed, personal data by store and each "
+                    "asset's last verification after an erasure, with bar charts. Sections whose tables do not "
+                    "exist yet say so.")
+    report.add_argument("--out", required=True, metavar="FILE", help="local HTML file to write (its folder is created)")
+    report.set_defaults(handler=_report, output_of=lambda args: args.out)
     return parser
 
 
@@ -444,11 +470,14 @@ def _preflight(cfg: KetchConfig, args: argparse.Namespace) -> None:
     Raises:
         KetchError: The message names what is wrong and where.
     """
-    from ketch_spark.preflight import check_inputs_exist, check_warehouse
+    from ketch_spark.preflight import check_inputs_exist, check_output_file, check_warehouse
 
     inputs_of = getattr(args, "inputs_of", None)
     if inputs_of is not None:
         check_inputs_exist(inputs_of(args))
+    output_of = getattr(args, "output_of", None)
+    if output_of is not None:
+        check_output_file(output_of(args))
     if getattr(args, "needs_spark", True):
         cfg.policy()
         check_warehouse(cfg)

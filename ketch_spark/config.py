@@ -171,6 +171,9 @@ class KetchConfig:
         dsr: Data-subject request settings.
         sections: Free-form sections (catalog, connectors) read by their modules.
         source: File the config was read from, if any (used in error messages).
+        warehouse_as_written: ``warehouse`` as the config wrote it, before it was made
+            absolute (a relative one is refused on a cluster, see
+            :func:`ketch_spark.preflight.check_warehouse_for_master`); defaults to ``warehouse``.
     """
 
     warehouse: str = _DEFAULT_WAREHOUSE
@@ -182,8 +185,11 @@ class KetchConfig:
     dsr: DsrSettings = field(default_factory=DsrSettings)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    warehouse_as_written: str | None = None
 
     def __post_init__(self) -> None:
+        if self.warehouse_as_written is None:
+            object.__setattr__(self, "warehouse_as_written", str(self.warehouse))
         object.__setattr__(self, "warehouse", _normalise_location(self.warehouse))
         object.__setattr__(self, "spark", dict(self.spark))
         object.__setattr__(self, "sections", {k: dict(v) for k, v in self.sections.items()})
@@ -200,7 +206,7 @@ class KetchConfig:
 
     def with_warehouse(self, warehouse: str | Path) -> KetchConfig:
         """Returns a copy rooted at another warehouse (tests, benchmarks)."""
-        return replace(self, warehouse=str(warehouse))
+        return replace(self, warehouse=str(warehouse), warehouse_as_written=None)
 
     def policy(self):  # noqa: ANN201 - avoids an import cycle in the annotation
         """Loads the purpose policy this config points at (cached per path)."""
@@ -372,7 +378,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         raise ConfigError(f"{_where(source, 'warehouse')}: must not be empty")
     policy = _expect(data.get("policy", _DEFAULT_POLICY), str, source, "policy", "a path to policy.yaml")
     if base_dir is not None and not Path(policy).is_absolute():
-        policy = str((base_dir / policy).resolve())
+        policy = str(_policy_next_to(base_dir, policy))
     jars_dir = data.get("jars_dir")
     if jars_dir is not None:
         _expect(jars_dir, str, source, "jars_dir", "a folder path")
@@ -409,6 +415,37 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
     )
 
 
+def _policy_next_to(base_dir: Path, policy: str) -> Path:
+    """The policy file relative to the config's folder, else where spark-submit shipped it (``--files``)."""
+    path = (base_dir / policy).resolve()
+    if path.is_file():
+        return path
+    from ketch_spark.spark_submit import shipped_file
+
+    shipped = shipped_file(policy)
+    return shipped.resolve() if shipped is not None else path
+
+
+def _config_file(path: Path) -> Path:
+    """``path``, or where spark-submit shipped a bare name (``--files conf/ketch.yaml`` with ``--conf ketch.yaml``).
+
+    Raises:
+        ConfigError: A bare name found neither here nor among spark-submit's ``--files``.
+    """
+    if path.is_file():
+        return path
+    from ketch_spark.spark_submit import inside_spark_submit, is_bare_name, shipped_file
+
+    shipped = shipped_file(path)
+    if shipped is not None:
+        return shipped
+    if is_bare_name(path) and inside_spark_submit():
+        raise ConfigError(f"{path}: file not found in {Path.cwd()} nor among spark-submit's --files; pass "
+                          f"--files conf/{path} to spark-submit, or --conf with the config's absolute path on the "
+                          "driver's machine")
+    return path
+
+
 def load_config(path: str | Path | None = None) -> KetchConfig:
     """Reads and validates a ketch-spark config file.
 
@@ -421,6 +458,9 @@ def load_config(path: str | Path | None = None) -> KetchConfig:
     Returns:
         The validated configuration. A relative ``warehouse`` is resolved against
         the current directory; a relative ``policy`` against the config's folder.
+        Under spark-submit, a bare file name (``ketch.yaml``, and the policy's
+        ``policy.yaml``) not found there is read where ``--files`` put it
+        (:func:`ketch_spark.spark_submit.shipped_file`), in client and cluster mode.
 
     Raises:
         ConfigError: The file is missing or invalid; the message names file and key.
@@ -429,7 +469,7 @@ def load_config(path: str | Path | None = None) -> KetchConfig:
         path = default_config_path()
         if path is None:
             return KetchConfig(policy_path=str(_default_policy_path()))
-    path = Path(path)
+    path = _config_file(Path(path))
     data = load_yaml_file(path)
     return config_from_mapping(data, source=str(path), base_dir=path.resolve().parent)
 

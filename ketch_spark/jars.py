@@ -30,6 +30,7 @@ from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_j
 
 __all__ = [
     "JAR_GROUPS",
+    "SUBMIT_DEFAULT_GROUPS",
     "TEST_JAR_GROUPS",
     "default_jars_dir",
     "install_jars",
@@ -54,6 +55,9 @@ JAR_GROUPS: Mapping[str, tuple[str, ...]] = {
     "postgres": (f"org.postgresql:postgresql:{POSTGRES_JDBC_VERSION}",),
     "s3": (f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",),
 }
+#: What ``packages`` and ``path`` print without ``--group``: the jars every job needs. The s3
+#: group's AWS SDK bundle alone is about 655 MB, so it is pulled only on request.
+SUBMIT_DEFAULT_GROUPS: tuple[str, ...] = ("delta",)
 #: Test-only coordinates: IAB Tech Lab's GPP library, the oracle of the GPP decoder's tests.
 TEST_JAR_GROUPS: Mapping[str, tuple[str, ...]] = {
     "gpp-oracle": (f"com.iabgpp:iabgpp-encoder:{IABGPP_VERSION}",),
@@ -191,11 +195,12 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["install", "packages", "path", "extension"])
     parser.add_argument(
         "--group", action="append", choices=sorted({**JAR_GROUPS, **TEST_JAR_GROUPS}),
-        help="default: all groups (install also resolves the test-only groups)",
+        help="repeat for several; default for packages and path: delta only (what every job needs; add s3 and "
+             "postgres for the stores you use); for install: every group, the test-only ones included",
     )
     parser.add_argument("--dir", help="jars folder (default .ketch/jars)")
     args = parser.parse_args(argv)
-    groups = args.group or list(JAR_GROUPS)
+    groups = args.group or list(SUBMIT_DEFAULT_GROUPS)
     jars_dir = default_jars_dir(args.dir)
     if args.command == "packages":
         print(packages_argument(groups))

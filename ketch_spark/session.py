@@ -14,6 +14,8 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
 from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
+from ketch_spark.preflight import check_warehouse_for_master
+from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
 __all__ = ["spark_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
 
@@ -97,12 +99,6 @@ def s3a_settings(cfg: KetchConfig) -> dict[str, str]:
     return settings
 
 
-def _inside_spark_submit() -> bool:
-    from pyspark import SparkContext
-
-    return "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context is not None
-
-
 def _local_jars(jars_dir: Path, extension: Path | None) -> str:
     paths = installed_jar_paths(jars_dir, ["delta"])
     if extension is not None:
@@ -119,9 +115,17 @@ def _local_jars(jars_dir: Path, extension: Path | None) -> str:
 
 def _submitted_extensions() -> list[str]:
     """The session extensions spark-submit was given (``--conf spark.sql.extensions=...``)."""
-    from pyspark import SparkConf
+    return (submitted_setting("spark.sql.extensions") or "").split(",")
 
-    return SparkConf().get("spark.sql.extensions", "").split(",")
+
+def _master(settings: Mapping[str, str], managed: bool) -> str | None:
+    """The master the session will run on: spark-submit's (or the running context's), else the settings'."""
+    if not managed:
+        return settings.get("spark.master")
+    from pyspark import SparkContext
+
+    active = SparkContext._active_spark_context  # noqa: SLF001
+    return active.master if active is not None else submitted_setting("spark.master")
 
 
 def _extensions(submitted: list[str], ours: list[str]) -> str:
@@ -152,12 +156,14 @@ def spark_session(
 
     Raises:
         JarsNotInstalledError: Embedded mode and the Delta jars are not installed.
+        ConfigError: The warehouse is a relative path and the master is not local.
     """
     from ketch_spark.config import load_config
 
     cfg = cfg or load_config()
-    managed = _inside_spark_submit()
+    managed = inside_spark_submit()
     settings = session_settings(cfg, extra, managed=managed)
+    check_warehouse_for_master(_master(settings, managed), cfg)
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
