@@ -35,10 +35,12 @@ How a run works (one code path for incremental and full):
    of being overwritten (an overwrite computed from an earlier read could
    bring the erased rows back). Once MERGEs have multiplied the state's files
    past what a rebuild would write, an OPTIMIZE clustered by org_id follows
-   the commit (:func:`state_needs_compacting`), so the dead rows and small
-   files of earlier runs do not pile up for every later read. The commit also records each purpose's
-   key-set size (:mod:`ketch_spark.consent.key_set_sizes`), kept up to date
-   from the changed rows, so a consent filter need not measure it.
+   the commit (:func:`state_needs_compacting`, checked on the files the run
+   read before its MERGE), so the dead rows and small files of earlier runs do
+   not pile up for every later read. The commit also records each purpose's
+   key-set size and the state's row count
+   (:mod:`ketch_spark.consent.key_set_sizes`), kept up to date from the changed
+   rows, so neither the next run nor a consent filter counts or measures them.
    A run killed before its commit leaves the state as it was; running again
    applies the same events; applying the same events twice is skipped by
    Delta (same ``txnAppId``, same version).
