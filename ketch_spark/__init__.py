@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "KetchConfig": "ketch_spark.config",
     "load_config": "ketch_spark.config",
     "spark_session": "ketch_spark.session",
+    "notebook_session": "ketch_spark.session",
     "Policy": "ketch_spark.policy",
     "Purpose": "ketch_spark.policy",
     "load_policy": "ketch_spark.policy",

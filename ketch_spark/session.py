@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
 
@@ -17,7 +19,7 @@ from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_j
 from ketch_spark.preflight import check_warehouse_for_master
 from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
-__all__ = ["spark_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
+__all__ = ["spark_session", "notebook_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,65 @@ def spark_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     logger.info("spark session ready (master=%s)", spark.sparkContext.master)
+    return spark
+
+
+@contextlib.contextmanager
+def _process_output_to(log_file: Path) -> Iterator[None]:
+    """Points this process's file descriptors 1 and 2 at ``log_file`` (appended) while the block runs.
+
+    A child process started in the block, such as the JVM py4j launches, keeps them for its whole life.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = (os.dup(1), os.dup(2))
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+
+
+def notebook_session(
+    cfg: KetchConfig | None = None,
+    app_name: str = "ketch-spark-notebook",
+    *,
+    log_file: str | os.PathLike[str] | None = None,
+) -> SparkSession:
+    """Returns :func:`spark_session`'s session with the JVM's own output kept out of the notebook.
+
+    A Jupyter kernel shows in the cells whatever its child processes write to their
+    standard output and error: for the embedded Spark JVM, the JDK's "Using incubator
+    modules" notice at start-up, Spark's log lines and Delta's messages. The JVM started
+    here writes them to ``log_file`` instead; Python errors, including those raised from
+    the JVM, still reach the cell. When a session is already running, it is returned as
+    :func:`spark_session` returns it, and its JVM's output goes where it went before.
+
+    Args:
+        cfg: Configuration; ``None`` loads the default one.
+        app_name: Spark application name.
+        log_file: File that receives the JVM's output (appended, created 0600); default
+            ``ketch-spark-<app_name>.log`` in the system's temporary folder.
+
+    Raises:
+        JarsNotInstalledError: Embedded mode and the Delta jars are not installed.
+    """
+    path = Path(log_file) if log_file is not None else Path(tempfile.gettempdir()) / f"ketch-spark-{app_name}.log"
+    try:
+        with _process_output_to(path):
+            spark = spark_session(cfg, app_name=app_name)
+    except Exception as exc:
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"the Spark JVM's output is in {path}")
+        raise
+    logger.info("spark session ready; the JVM's output goes to %s", path)
     return spark
 
 

@@ -138,3 +138,46 @@ def test_the_embedded_jvm_logs_without_start_up_warnings(base_config):
     assert session_settings(own)["spark.driver.extraJavaOptions"].endswith(" -Dx=1")
     chosen = config_from_mapping({"spark": {"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=my.xml"}})
     assert session_settings(chosen)["spark.driver.extraJavaOptions"] == "-Dlog4j2.configurationFile=my.xml"
+
+
+def test_notebook_session_sends_the_jvms_output_to_its_log_file(base_config, tmp_path, monkeypatch, capfd):
+    import os
+    import subprocess
+    import sys
+
+    from ketch_spark import session as session_module
+
+    def starts_a_jvm(cfg, app_name):
+        # what py4j's launch does: a child process inheriting this process's stdout and stderr
+        subprocess.run([sys.executable, "-c", "import sys; print('jvm out'); print('WARN jvm err', file=sys.stderr)"],
+                       check=True)
+        os.write(2, b"WARNING: Using incubator modules\n")
+        return f"session {app_name}"
+
+    monkeypatch.setattr(session_module, "spark_session", starts_a_jvm)
+    log = tmp_path / "logs" / "jvm.log"
+    assert session_module.notebook_session(base_config, "nb", log_file=log) == "session nb"
+    subprocess.run([sys.executable, "-c", "import sys; print('after'); print('later err', file=sys.stderr)"], check=True)
+
+    captured = capfd.readouterr()
+    assert "WARN" not in captured.err and "jvm" not in captured.out
+    assert "after" in captured.out and "later err" in captured.err  # both descriptors are restored
+    assert log.read_text().splitlines() == ["jvm out", "WARN jvm err", "WARNING: Using incubator modules"]
+    assert log.stat().st_mode & 0o777 == 0o600
+
+
+def test_notebook_session_names_its_log_file_when_spark_cannot_start(base_config, tmp_path, monkeypatch):
+    import pytest
+
+    from ketch_spark import session as session_module
+    from ketch_spark.errors import JarsNotInstalledError
+
+    def fails(cfg, app_name):
+        raise JarsNotInstalledError("no jars")
+
+    monkeypatch.setattr(session_module, "spark_session", fails)
+    monkeypatch.setattr(session_module.tempfile, "gettempdir", lambda: str(tmp_path))
+    with pytest.raises(JarsNotInstalledError) as info:
+        session_module.notebook_session(base_config, "nb")
+    if hasattr(info.value, "__notes__"):
+        assert info.value.__notes__ == [f"the Spark JVM's output is in {tmp_path / 'ketch-spark-nb.log'}"]
