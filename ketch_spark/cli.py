@@ -500,10 +500,11 @@ def _failure_context(command: str, cfg: KetchConfig | None, args: argparse.Names
 
 def _start_spark(cfg: KetchConfig, command: str):  # noqa: ANN202 - pyspark is imported on use
     from ketch_spark.progress import report_progress
-    from ketch_spark.session import spark_session
+    from ketch_spark.session import jvm_notices_dropped, spark_session
 
     report_progress("start Spark")
-    spark = spark_session(cfg, app_name=f"ketch-spark {command}")
+    with jvm_notices_dropped():
+        spark = spark_session(cfg, app_name=f"ketch-spark {command}")
     spark.sparkContext.setLogLevel("ERROR")
     report_progress(f"Spark ready ({spark.sparkContext.master})")
     return spark

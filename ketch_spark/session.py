@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -19,7 +20,7 @@ from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_j
 from ketch_spark.preflight import check_warehouse_for_master
 from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
-__all__ = ["spark_session", "notebook_session", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
+__all__ = ["spark_session", "notebook_session", "jvm_notices_dropped", "JVM_NOTICES", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,43 @@ def _process_output_to(log_file: Path) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, target):
             os.close(fd)
+
+
+#: Lines the JDK itself prints at start-up that say nothing a user can act on (Spark's launcher
+#: always adds the incubating vector module, and the JDK announces it on stderr).
+JVM_NOTICES = ("WARNING: Using incubator modules:",)
+
+
+def _relay_lines(source: int, target: int, dropped: tuple[str, ...]) -> None:
+    """Copies lines from file descriptor ``source`` to ``target`` until end of file, without ``dropped`` ones."""
+    with os.fdopen(source, "rb", buffering=0) as lines_in:
+        for line in iter(lines_in.readline, b""):
+            if not line.decode("utf-8", "replace").startswith(dropped):
+                with contextlib.suppress(OSError):
+                    os.write(target, line)
+
+
+@contextlib.contextmanager
+def jvm_notices_dropped(dropped: tuple[str, ...] = JVM_NOTICES) -> Iterator[None]:
+    """A JVM started in the block writes its stderr through a relay that drops the JDK's ``dropped`` notices.
+
+    Everything else the JVM writes (errors, Spark's warnings at the configured level)
+    still reaches this process's stderr, for the JVM's whole life; this process's own
+    stderr is untouched once the block ends.
+    """
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved, target = os.dup(2), os.dup(2)
+    relay = threading.Thread(target=_relay_lines, args=(read_end, target, dropped), name="jvm-stderr", daemon=True)
+    relay.start()
+    try:
+        os.dup2(write_end, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write_end)  # the JVM holds its own copy: the relay ends when the JVM does
 
 
 def notebook_session(

@@ -181,3 +181,28 @@ def test_notebook_session_names_its_log_file_when_spark_cannot_start(base_config
         session_module.notebook_session(base_config, "nb")
     if hasattr(info.value, "__notes__"):
         assert info.value.__notes__ == [f"the Spark JVM's output is in {tmp_path / 'ketch-spark-nb.log'}"]
+
+
+def test_a_jvm_started_by_the_cli_writes_its_stderr_without_the_jdks_notice(capfd):
+    import subprocess
+    import sys
+
+    from ketch_spark.session import jvm_notices_dropped
+
+    child = ("import sys, time; print('WARNING: Using incubator modules: jdk.incubator.vector', file=sys.stderr); "
+             "print('ERROR a real problem', file=sys.stderr, flush=True); time.sleep(0.5); "
+             "print('WARN later, after the launch', file=sys.stderr)")
+    with jvm_notices_dropped():
+        # what py4j's launch does: a long-lived child inheriting stderr
+        jvm = subprocess.Popen([sys.executable, "-c", child])
+    print("own line", file=sys.stderr, flush=True)  # this process's stderr is back as it was
+    jvm.wait(timeout=30)
+    import time
+
+    deadline = time.monotonic() + 5
+    err = ""
+    while "after the launch" not in err and time.monotonic() < deadline:
+        time.sleep(0.05)
+        err += capfd.readouterr().err
+    assert "incubator" not in err
+    assert "ERROR a real problem" in err and "WARN later, after the launch" in err and "own line" in err
