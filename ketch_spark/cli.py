@@ -200,6 +200,9 @@ def _dsr_run(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  # noqa
         _print_counts([("requests", summary["requests"]), ("done", len(summary["done"])),
                        ("failed", len(summary["failed"])), ("assets touched", len(summary["assets"])),
                        ("resurrected subjects", len(summary["resurrected"]))])
+    if summary["failed"]:
+        # a failed request stays open and is retried by the next run; scripts see it in the exit code
+        summary["status"] = "failed" if not summary["done"] else "partial"
     return summary
 
 

@@ -3,6 +3,7 @@ or around the Delta DELETE, then rerun, ends exactly where an uninterrupted run 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gzip
 import hashlib
@@ -16,6 +17,7 @@ from pyspark.sql import functions as F
 
 from ketch_spark.catalog import AssetCatalog
 from ketch_spark.config import dsr_settings_from_mapping
+from ketch_spark.cli import _dsr_run
 from ketch_spark.faults import FAULTS_ENV
 from ketch_spark.rights.audit import read_audit
 from ketch_spark.rights.engine import run_requests
@@ -149,15 +151,17 @@ def test_fault_then_rerun_ends_like_an_uninterrupted_run(spark, base_config, pri
     _setup(spark, cfg, root, pristine)
     monkeypatch.setenv("KETCH_RECEIPT_SECRET", "recovery-receipt-secret-0123")
     monkeypatch.setenv(FAULTS_ENV, faults)
-    interrupted = run_requests(spark, cfg)
-    assert interrupted.failed and not {"r-del-1", "r-del-12"} & set(interrupted.done)
+    # through the command's own function: a run with failed requests is not "ok" (exit code 1)
+    interrupted = _dsr_run(spark, cfg, argparse.Namespace(kind=None, dry_run=False))
+    assert interrupted["failed"] and not {"r-del-1", "r-del-12"} & set(interrupted["done"])
+    assert interrupted["status"] == ("partial" if interrupted["done"] else "failed")
     statuses = {r["request_id"]: r["status"] for r in read_requests(spark, cfg).collect()}
     assert statuses["r-del-1"] == "failed"
     errors = " ".join(r["error"] or "" for r in read_requests(spark, cfg).collect())
     assert "injected fault" in errors and _email(1) not in errors.lower()
     monkeypatch.delenv(FAULTS_ENV)
     rerun = run_requests(spark, cfg)
-    assert sorted(rerun.done) == sorted(interrupted.failed), rerun.summary()
+    assert sorted(rerun.done) == sorted(interrupted["failed"]), rerun.summary()
     assert not list((root / "logs").glob("_ketch_staging*")) and not list((root / "signups").glob("_ketch_staging*"))
     expected, got = _state(spark, reference[0]), _state(spark, root)
     for name in ("profiles", "logs", "signups"):
