@@ -37,9 +37,10 @@ CHANGED_ASSETS = 5
 _STEP_TARGETS: tuple[tuple[str, str, str], ...] = (
     ("ketch_spark.connectors.files:FileConnector", "discover", "discover (listing, fingerprints)"),
     ("ketch_spark.catalog.catalog:AssetCatalog", "_read_previous", "read the previous catalog"),
-    ("ketch_spark.catalog.catalog:AssetCatalog", "_sample_assets", "sample and classify"),
-    ("ketch_spark.connectors.files:FileConnector", "describe", "  describe (per asset)"),
-    ("ketch_spark.connectors.files:FileConnector", "sample_many", "  sample many (per batch)"),
+    ("ketch_spark.connectors.files:FileConnector", "sample_many", "describe and sample (Spark jobs)"),
+    ("ketch_spark.connectors.files:FileConnector", "_open_parquet", "  schema reads (per asset, 4 at once)"),
+    ("ketch_spark.connectors.files:FileConnector", "_sample_parquet_group", "  sample jobs (per schema group)"),
+    ("ketch_spark.catalog.catalog", "classify_collected", "classify (Python)"),
     ("ketch_spark.catalog.catalog:AssetCatalog", "_apply_labels", "labels"),
     ("ketch_spark.catalog.catalog:AssetCatalog", "_previous_columns", "previous columns"),
     ("ketch_spark.catalog.catalog:AssetCatalog", "_write", "catalog MERGE"),
