@@ -7,15 +7,21 @@ dot path). A scan:
 * discovers the assets under each URI through its connector (listings, Delta
   versions, table statistics only);
 * samples and classifies only assets that are new, changed (another fingerprint)
-  or failed last time; an unchanged asset is not read again;
+  or failed last time, many per Spark job where the connector can
+  (:meth:`~ketch_spark.connectors.Connector.sample_many`); an unchanged asset is
+  not read again: a rescan of files reads their listing only;
 * marks assets previously seen under a scanned URI and not found any more as
   ``gone`` (never deletes them);
 * records a failure on the asset (status ``error``) and goes on with the rest;
 * keeps reviewed labels (catalog/labels, :mod:`ketch_spark.catalog.review`) over
   the classifier, and records in catalog/changes the columns of a re-sampled
   asset that are classified differently, or no longer look like their label;
-* MERGEs everything keyed by ``asset_id`` and ``(asset_id, column)``, so running
-  it twice changes nothing but scan times.
+* MERGEs the rows it changed (new, changed, failed and gone assets and the
+  columns of sampled ones) keyed by ``asset_id`` and ``(asset_id, column)``, one
+  commit per table and scan. An unchanged asset's row is left as it is, so its
+  ``scanned_at`` is the time of the scan that last wrote it (found it new,
+  changed, failed or gone), and a scan that finds nothing changed commits
+  nothing: running it twice changes nothing.
 
 Secrets from the connectors config never reach the tables, the summary or the logs.
 """
@@ -34,7 +40,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ketch_spark.catalog.classify import ClassifierSettings, ColumnClass, classify_sample
+from ketch_spark.catalog.classify import ClassifierSettings, ColumnClass, classify_collected
 from ketch_spark.catalog.review import (
     REVIEW_BELOW,
     Label,
@@ -49,6 +55,7 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.connectors import (
     Asset,
     Connector,
+    SampledAsset,
     connector_for,
     describe_error,
     redact,
@@ -66,6 +73,8 @@ logger = logging.getLogger(__name__)
 _ASSETS = "catalog_assets"
 _COLUMNS = "catalog_columns"
 _OK, _ERROR, _GONE = "ok", "error", "gone"
+#: What :meth:`AssetCatalog._row_without_read` returns for an unchanged asset: nothing to write.
+_UNCHANGED: dict[str, Any] = {}
 
 
 @dataclass
@@ -262,13 +271,14 @@ class AssetCatalog:
         started = time.perf_counter()
         connectors = [(uri, connector_for(uri, self.spark, self.cfg)) for uri in uris]
         self._ensure_tables()
-        previous = {r["asset_id"]: r.asDict() for r in read_table(self.spark, self.cfg, _ASSETS).collect()}
+        previous = self._read_previous()
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         result = ScanResult(uris=[redact(u, self._secrets) for u in uris])
         rows: dict[str, dict[str, Any]] = {}
         classified: dict[str, list[ColumnClass]] = {}
+        seen: set[str] = set()
         for uri, connector in connectors:
-            self._scan_uri(uri, connector, previous, now, rows, classified, result)
+            self._scan_uri(uri, connector, previous, now, seen, rows, classified, result)
         drifted = self._apply_labels(classified)
         previous_columns = self._previous_columns(classified)
         self._write(rows, classified, now)
@@ -277,6 +287,10 @@ class AssetCatalog:
         result.seconds = time.perf_counter() - started
         logger.info("catalog scan: %s", json.dumps(result.summary()))
         return result
+
+    def _read_previous(self) -> dict[str, dict[str, Any]]:
+        """``asset_id`` -> its ``catalog_assets`` row, for every asset ever seen."""
+        return {r["asset_id"]: r.asDict() for r in read_table(self.spark, self.cfg, _ASSETS).collect()}
 
     def _apply_labels(self, classified: dict[str, list[ColumnClass]]) -> dict[str, list[tuple[str, str]]]:
         """Replaces classes by their reviewed labels (in place); per asset, the labelled columns that drifted."""
@@ -311,7 +325,9 @@ class AssetCatalog:
         return review_queue(self.spark, self.cfg, below)
 
     def _scan_uri(self, uri: str, connector: Connector, previous: dict[str, dict], now: dt.datetime,
-                  rows: dict[str, dict], classified: dict[str, list[ColumnClass]], result: ScanResult) -> None:
+                  found_before: set[str], rows: dict[str, dict], classified: dict[str, list[ColumnClass]],
+                  result: ScanResult) -> None:
+        """Adds to ``rows`` the asset rows to write for ``uri`` (``found_before``: ids handled by earlier URIs)."""
         try:
             assets = connector.discover(uri)
         except KetchError as exc:
@@ -321,17 +337,29 @@ class AssetCatalog:
         else:
             result.discovered += len(assets)
         found = {a.asset_id for a in assets}
-        for done, asset in enumerate(assets, start=1):
-            if asset.asset_id in rows:
+        to_sample = []
+        for asset in assets:
+            if asset.asset_id in found_before:
                 continue
-            rows[asset.asset_id] = self._scan_asset(asset, connector, previous.get(asset.asset_id), now, classified,
-                                                    result)
-            report_progress(f"scan {redact(uri, self._secrets)}", done, len(assets), unit="assets")
+            found_before.add(asset.asset_id)
+            row = self._row_without_read(asset, previous.get(asset.asset_id), now, result)
+            if row is None:
+                to_sample.append(asset)
+            elif row is not _UNCHANGED:
+                rows[asset.asset_id] = row
+        label = f"scan {redact(uri, self._secrets)}"
+        report_progress(label, len(assets) - len(to_sample), len(assets), unit="assets")
+        for sampled in connector.sample_many(to_sample, self.settings.sample_rows) if to_sample else []:
+            asset_id = sampled.asset.asset_id
+            rows[asset_id] = self._sampled_row(sampled, previous.get(asset_id), now, classified, result)
+        if to_sample:
+            report_progress(label, len(assets), len(assets), unit="assets")
         for asset_id, prev in previous.items():
-            if asset_id in found or asset_id in rows or prev["status"] == _GONE:
+            if asset_id in found or asset_id in found_before or prev["status"] == _GONE:
                 continue
             if prev["system"] == system_of_uri(uri) and connector.covers(uri, prev["location"]):
                 rows[asset_id] = {**prev, "status": _GONE, "scanned_at": now}
+                found_before.add(asset_id)
                 result.gone += 1
 
     def _uri_error_asset(self, uri: str, connector: Connector, message: str) -> Asset:
@@ -339,22 +367,29 @@ class AssetCatalog:
         return Asset(system_of_uri(uri), location, redact(uri, self._secrets), None,
                      error=redact(message, self._secrets))
 
-    def _scan_asset(self, asset: Asset, connector: Connector, prev: dict | None, now: dt.datetime,
-                    classified: dict[str, list[ColumnClass]], result: ScanResult) -> dict[str, Any]:
+    def _row_without_read(self, asset: Asset, prev: dict | None, now: dt.datetime,
+                          result: ScanResult) -> dict[str, Any] | None:
+        """The asset's row when it needs no read (failed discovery, or unchanged: :data:`_UNCHANGED`), else ``None``."""
         if asset.error is not None:
             return self._error_row(asset, prev, now, asset.error, result)
         unchanged = asset.fingerprint is not None and prev is not None and prev["fingerprint"] == asset.fingerprint
         if unchanged and prev["status"] == _OK:
             result.unchanged += 1
-            return {**prev, "scanned_at": now}
+            return _UNCHANGED
+        return None
+
+    def _sampled_row(self, sampled: SampledAsset, prev: dict | None, now: dt.datetime,
+                     classified: dict[str, list[ColumnClass]], result: ScanResult) -> dict[str, Any]:
+        described = sampled.asset
+        if sampled.error is not None:
+            return self._error_row(described, prev, now, describe_error(sampled.error, self._secrets), result)
         try:
-            described = connector.describe(asset)
-            sample_df = connector.sample(described, self.settings.sample_rows)
-            classes = classify_sample(sample_df, self.settings, described.location, described.name, described.asset_id)
-            schema = described.schema if described.schema is not None else sample_df.schema
-        except Exception as exc:  # noqa: BLE001 - corrupt files, access denied, mixed shapes...
-            return self._error_row(asset, prev, now, describe_error(exc, self._secrets), result)
-        classified[asset.asset_id] = classes
+            classes = classify_collected(sampled.rows, sampled.schema, self.settings, described.location,
+                                         described.name, described.asset_id)
+        except Exception as exc:  # noqa: BLE001 - values the classifier cannot handle fail this asset only
+            return self._error_row(described, prev, now, describe_error(exc, self._secrets), result)
+        schema = described.schema if described.schema is not None else sampled.schema
+        classified[described.asset_id] = classes
         result.sampled += 1
         result.personal_columns += sum(1 for c in classes if c.category)
         return self._asset_row(described, schema.json(), _OK, None, prev, now)

@@ -54,6 +54,7 @@ __all__ = [
     "classify_column",
     "classify_rows",
     "classify_sample",
+    "classify_collected",
     "sample_email_hashes",
     "singular",
     "apply_overrides",
@@ -1016,5 +1017,22 @@ def classify_sample(sample_df: DataFrame, settings: ClassifierSettings | None = 
     """
     settings = settings or ClassifierSettings()
     rows = sample_df.limit(settings.sample_rows).collect()
-    classes = classify_rows(rows, sample_df.schema, settings.min_confidence, name or location or None)
+    return classify_collected(rows, sample_df.schema, settings, location, name, asset_id)
+
+
+def classify_collected(rows: list[T.Row], schema: T.StructType | None, settings: ClassifierSettings | None = None,
+                       location: str = "", name: str | None = None,
+                       asset_id: str | None = None) -> list[ColumnClass]:
+    """Classifies an asset's already collected sample rows, as :func:`classify_sample` does its DataFrame.
+
+    Args:
+        rows: The sample (at most ``settings.sample_rows`` of them are used).
+        schema: The sample's schema.
+        settings: Threshold and overrides; defaults when ``None``.
+        location: Asset location, matched by overrides.
+        name: Asset name, matched by overrides.
+        asset_id: Asset id, matched by overrides.
+    """
+    settings = settings or ClassifierSettings()
+    classes = classify_rows(rows[:settings.sample_rows], schema, settings.min_confidence, name or location or None)
     return apply_overrides(classes, settings.overrides, location, name, asset_id)

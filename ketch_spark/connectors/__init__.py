@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ketch_spark.connectors.base import Asset, Connector, asset_id_of, describe_error, redact, secret_values
+from ketch_spark.connectors.base import (
+    Asset,
+    Connector,
+    SampledAsset,
+    asset_id_of,
+    describe_error,
+    redact,
+    secret_values,
+)
 from ketch_spark.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -15,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Asset",
     "Connector",
+    "SampledAsset",
     "asset_id_of",
     "connector_for",
     "describe_error",

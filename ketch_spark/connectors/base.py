@@ -26,6 +26,7 @@ __all__ = [
     "PersonalColumn",
     "EraseCounts",
     "VerifyResult",
+    "SampledAsset",
     "Connector",
     "asset_id_of",
     "fingerprint_of",
@@ -182,6 +183,23 @@ class Asset:
         return self.schema.json() if self.schema is not None else None
 
 
+@dataclass(frozen=True)
+class SampledAsset:
+    """One asset as :meth:`Connector.sample_many` read it: described and sampled, or failed.
+
+    Attributes:
+        asset: The asset completed by :meth:`Connector.describe` (the discovered one when it failed).
+        rows: At most ``n`` collected rows (``None`` when it failed).
+        schema: The schema of the rows (``None`` when it failed).
+        error: What failed, if anything.
+    """
+
+    asset: Asset
+    rows: list[Any] | None = None
+    schema: T.StructType | None = None
+    error: BaseException | None = None
+
+
 class Connector(ABC):
     """One data store.
 
@@ -228,6 +246,25 @@ class Connector(ABC):
     @abstractmethod
     def sample(self, asset: Asset, n: int) -> DataFrame:
         """At most ``n`` rows of ``asset``; the cost does not grow with the asset's size."""
+
+    def sample_many(self, assets: Sequence[Asset], n: int) -> list[SampledAsset]:
+        """Describes and samples each of ``assets`` (at most ``n`` collected rows each); one result per asset, in order.
+
+        A failure is returned on its asset's result and never stops the others.
+        The default reads the assets one by one (:meth:`describe`, :meth:`sample`);
+        a connector that can read many assets in fewer Spark jobs overrides it.
+        """
+        return [self.sample_one(asset, n) for asset in assets]
+
+    def sample_one(self, asset: Asset, n: int) -> SampledAsset:
+        """:meth:`describe` and :meth:`sample` of one asset, collected; a failure is returned, not raised."""
+        try:
+            described = self.describe(asset)
+            sample_df = self.sample(described, n)
+            rows = sample_df.limit(n).collect()
+        except Exception as exc:  # noqa: BLE001 - corrupt files, access denied, mixed shapes...
+            return SampledAsset(asset, error=exc)
+        return SampledAsset(described, rows, sample_df.schema)
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
         """Rows of ``asset`` that match an identity in ``identities_df``, one pass for the batch.

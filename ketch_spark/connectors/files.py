@@ -1,23 +1,35 @@
 """Files on ``file://``, plain local paths and ``s3a://``: Delta, Parquet, JSON lines, CSV.
 
 Listing goes through the JVM's Hadoop FileSystem of the SparkSession, so local
-folders and S3 prefixes are walked by the same code. A Delta table (a folder with
+folders and S3 prefixes are walked by the same code; the folders of a local path
+are listed by Python, with the same names, sizes and modification times (ms). A Delta table (a folder with
 ``_delta_log``) or a Parquet dataset with hive-style partitions (``col=value``
 folders) is one asset; loose files in a folder form one asset per format.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
-from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
+from ketch_spark.connectors.base import (
+    Asset,
+    Connector,
+    EraseCounts,
+    SampledAsset,
+    VerifyResult,
+    describe_error,
+    fingerprint_of,
+)
 from ketch_spark.errors import ConnectorError
 
 __all__ = ["FileConnector", "normalise_file_uri", "format_of_file", "is_file_uri"]
@@ -43,6 +55,13 @@ _DELTA_COMMIT = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\..*
 _SAMPLE_MAX_FILES = 4
 _SAMPLE_MAX_BYTES = 64 * 1024 * 1024
 _S3_SCHEMES = ("s3a://", "s3://", "s3n://")
+#: Spark jobs :meth:`FileConnector.sample_many` runs at once (schema reads, non-Parquet samples).
+_CONCURRENT_JOBS = 4
+#: Parquet assets of one schema sampled by one Spark job, at most.
+_ASSETS_PER_JOB = 64
+#: A Parquet asset up to this size is sampled by reading it whole (cheaper than a LIMIT in a shared job).
+_READ_WHOLE_BYTES = 4 * 1024 * 1024
+_TAG, _ROW = "_ketch_asset", "_ketch_row"
 
 
 def is_file_uri(uri: str) -> bool:
@@ -97,6 +116,8 @@ class FileConnector(Connector):
         return self._hadoop_path(uri).getFileSystem(self.spark._jsc.hadoopConfiguration())
 
     def _list(self, uri: str) -> list[_Entry]:
+        if uri.startswith("file://"):
+            return _list_local(uri)
         statuses = self._fs(uri).listStatus(self._hadoop_path(uri))
         base = uri.rstrip("/")
         entries = []
@@ -310,6 +331,65 @@ class FileConnector(Connector):
             return self.read(asset).limit(n)
         return self._read_sample_files(asset).limit(n)
 
+    def sample_many(self, assets: list[Asset], n: int) -> list[SampledAsset]:
+        """Describes and samples many assets in few Spark jobs (see :meth:`Connector.sample_many`).
+
+        Parquet assets: their schemas are read by concurrent jobs, then the
+        assets of one schema are sampled together, up to :data:`_ASSETS_PER_JOB`
+        per job (a LIMIT per asset, tagged with the asset); their row estimate is
+        the sample's size when it holds fewer than ``n`` rows, otherwise a count
+        (one job for the group). An asset of at most 4 MiB is read whole (its
+        rows cut to ``n``, counted as read). A group whose job fails is read again asset by
+        asset, so that only the unreadable assets fail. Other formats are read
+        asset by asset, a few at once.
+        """
+        outcomes: dict[int, SampledAsset] = {}
+        parquet = [i for i, a in enumerate(assets) if a.format == "parquet"]
+        others = [i for i, a in enumerate(assets) if a.format != "parquet"]
+        with ThreadPoolExecutor(_CONCURRENT_JOBS, thread_name_prefix="ketch-sample") as pool:
+            opened = dict(zip(parquet, pool.map(self._open_parquet, [assets[i] for i in parquet])))
+            outcomes.update(zip(others, pool.map(lambda a: self.sample_one(a, n), [assets[i] for i in others])))
+        readable: dict[str, list[tuple[int, DataFrame]]] = {}
+        for index, frame in opened.items():
+            if isinstance(frame, BaseException):
+                outcomes[index] = SampledAsset(assets[index], error=frame)
+            else:
+                readable.setdefault(frame.schema.json(), []).append((index, frame))
+        for group in readable.values():
+            for start in range(0, len(group), _ASSETS_PER_JOB):
+                outcomes.update(self._sample_parquet_group(assets, group[start:start + _ASSETS_PER_JOB], n))
+        return [outcomes[i] for i in range(len(assets))]
+
+    def _open_parquet(self, asset: Asset) -> DataFrame | BaseException:
+        """The asset read lazily with its schema resolved (Spark reads a footer), or why it cannot be."""
+        try:
+            frame = self.read(asset)
+            frame.schema  # noqa: B018 - resolves the schema now, in this thread
+        except Exception as exc:  # noqa: BLE001 - corrupt files, access denied...
+            return exc
+        return frame
+
+    def _sample_parquet_group(self, assets: list[Asset], group: list[tuple[int, DataFrame]],
+                              n: int) -> dict[int, SampledAsset]:
+        """Samples assets of one schema with one job (and counts the larger ones with one more)."""
+        schema = group[0][1].schema
+        try:
+            tagged = _union([_bounded(frame, assets[i], n).select(F.lit(i).alias(_TAG), F.struct("*").alias(_ROW))
+                             for i, frame in group])
+            rows: dict[int, list] = {i: [] for i, _ in group}
+            for row in tagged.collect():
+                rows[row[_TAG]].append(row[_ROW])
+            full = [(i, frame) for i, frame in group if len(rows[i]) >= n and not _small(assets[i])]
+            counts = {i: len(found) for i, found in rows.items()}
+            if full:
+                counted = _union([frame.select(F.lit(i).alias(_TAG)) for i, frame in full]).groupBy(_TAG).count()
+                counts.update({r[_TAG]: int(r["count"]) for r in counted.collect()})
+        except Exception:  # noqa: BLE001 - one unreadable file fails the job: read these assets one by one
+            logger.info("a sample job over %d Parquet assets failed; reading them one by one", len(group))
+            return {i: self.sample_one(assets[i], n) for i, _ in group}
+        return {i: SampledAsset(replace(assets[i], schema=schema, row_estimate=counts.get(i, 0)), rows[i][:n], schema)
+                for i, _ in group}
+
 
     # -- rights ---------------------------------------------------------------------------------
 
@@ -398,6 +478,34 @@ def _attribution(plan_for: Any, identities_df: DataFrame) -> Callable[[DataFrame
         return {r[REQUEST_ID_COLUMN]: int(r["count"]) for r in counted}
 
     return attribute
+
+
+def _list_local(uri: str) -> list[_Entry]:
+    """The entries of a local folder as Hadoop's local FileSystem lists them (sizes, mtimes in ms), read by Python."""
+    import os
+
+    base = uri.rstrip("/")
+    entries = []
+    with os.scandir(base[len("file://"):]) as listed:
+        for item in listed:
+            stat = item.stat()
+            is_dir = item.is_dir()
+            entries.append(_Entry(f"{base}/{item.name}", item.name, is_dir, 0 if is_dir else int(stat.st_size),
+                                  stat.st_mtime_ns // 1_000_000))
+    return sorted(entries, key=lambda e: e.name)
+
+
+def _small(asset: Asset) -> bool:
+    return asset.size_bytes is not None and asset.size_bytes <= _READ_WHOLE_BYTES
+
+
+def _bounded(frame: DataFrame, asset: Asset, n: int) -> DataFrame:
+    """A small asset whole (its rows are cut to ``n`` once collected), a larger one's first ``n`` rows."""
+    return frame if _small(asset) else frame.coalesce(1).limit(n)
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    return functools.reduce(DataFrame.union, frames)
 
 
 def _first_files(files: list[_Entry]) -> list[_Entry]:
