@@ -173,3 +173,15 @@ def test_advertising_ids_must_be_uuids():
 
 def test_ip_address_by_the_forwarded_header_name():
     assert _category("x-forwarded-for", ["203.0.113.9", "198.51.100.7", "192.0.2.44"]) == "ip_address"
+
+
+@pytest.mark.parametrize(("path", "asset", "expected"), [
+    ("customer_aliases.alias", "crm/accounts", "user_id"),
+    ("aliases.alias_name", "loyalty/members", "user_id"),
+    ("member.alias_id", "events", "user_id"),
+    ("aliases.alias_label", "loyalty/members", None),  # the kind of alias, not an alias
+    ("product_aliases.alias", "shop/catalog", None),
+])
+def test_an_alias_of_a_person_is_another_id_of_that_person(path, asset, expected):
+    values = ["40151530399", "41371195703", "10809064921", "17096088523", "34335489221"]
+    assert _category(path, values if expected else ["amplitude_id"] * 2 + ["mparticle_id"] * 3, asset) == expected

@@ -346,6 +346,7 @@ class _Name:
             (``after`` of a CDC row, ``properties``...), else of the asset's name.
         from_asset: Whether ``context`` comes from the asset's name.
         leaf: The leaf name, lower case.
+        asset: Tokens of the asset's name (its last two segments), whatever ``context`` is.
     """
 
     seq: tuple[str, ...]
@@ -354,6 +355,7 @@ class _Name:
     context: frozenset[str]
     from_asset: bool
     leaf: str
+    asset: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, path: str, asset_name: str | None = None) -> _Name:
@@ -367,11 +369,12 @@ class _Name:
                 context = tokens
                 break
         from_asset = not context
-        if from_asset and asset_name:
-            segments = [s for s in re.split(r"[/.:]", asset_name) if s][-2:]
-            context = frozenset(t for s in segments for t in _context_tokens(s))
+        segments = [s for s in re.split(r"[/.:]", asset_name) if s][-2:] if asset_name else []
+        asset = frozenset(t for s in segments for t in _context_tokens(s))
+        if from_asset:
+            context = asset
         return cls(seq, frozenset(seq) | frozenset(singular(t) for t in seq), parent, context, from_asset,
-                   parts[-1].lower())
+                   parts[-1].lower(), asset)
 
     def has(self, words: set[str]) -> bool:
         return bool(self.tokens & words)
@@ -761,6 +764,20 @@ def _is_record_id(name: _Name) -> bool:
     return bool(name.seq) and name.head in _ID_HEADS and set(name.seq[:-1]) <= _RECORD_QUALIFIERS
 
 
+def _is_subject_alias(name: _Name, head_is_id: bool) -> bool:
+    """An alias of a person (``user_aliases.alias_name``, ``alias`` in a customer record): another id of that person.
+
+    The alias must be named as one (``alias``, ``alias_name``, ``alias_id``; not ``alias_label``, which names the
+    kind of alias) and sit in a struct or asset that describes a person.
+    """
+    if "alias" not in name.tokens or not head_is_id:
+        return False
+    # a struct of aliases alone (``aliases``) says whose they are no more than the alias does: the asset tells
+    alias_structs = not name.from_asset and name.context <= {"alias", "aliases"}
+    return bool(name.parent & _SUBJECT_CONTEXT) or name.in_context(_SUBJECT_CONTEXT) or \
+        (alias_structs and bool(name.asset & _SUBJECT_CONTEXT))
+
+
 def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) -> list[_Candidate | None]:
     tokens, seq = name.tokens, name.seq
     id_values = [str(v) for v in scalars if not isinstance(v, (bool, float))]
@@ -787,6 +804,8 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
             user_name, used_context = True, True
     if name.in_context(_DEVICE_CONTEXT) and tokens & {"vendor", "advertising", "ad"} and head_is_id:
         device_name, used_context = True, True
+    if _is_subject_alias(name, head_is_id) and not device_name and not user_name:
+        user_name, used_context = True, True
     if tokens & {"account"} and tokens & {"number", "no"}:
         user_name = False
     out: list[_Candidate | None] = []
