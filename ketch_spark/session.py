@@ -176,26 +176,35 @@ def spark_session(
 
 
 @contextlib.contextmanager
-def _process_output_to(log_file: Path) -> Iterator[None]:
-    """Points this process's file descriptors 1 and 2 at ``log_file`` (appended) while the block runs.
+def _descriptors_pointed_at(target: int, descriptors: tuple[int, ...]) -> Iterator[None]:
+    """Points this process's ``descriptors`` (1, 2) at ``target`` while the block runs, then restores them.
 
     A child process started in the block, such as the JVM py4j launches, keeps them for its whole life.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    saved = (os.dup(1), os.dup(2))
+    saved = [os.dup(fd) for fd in descriptors]
     try:
-        os.dup2(target, 1)
-        os.dup2(target, 2)
+        for fd in descriptors:
+            os.dup2(target, fd)
         yield
     finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, target):
-            os.close(fd)
+        for fd, copy in zip(descriptors, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
+def _process_output_to(log_file: Path) -> Iterator[None]:
+    """Points this process's standard output and error at ``log_file`` (appended, 0600) while the block runs."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with _descriptors_pointed_at(target, (1, 2)):
+            yield
+    finally:
+        os.close(target)
 
 
 #: Lines the JDK itself prints at start-up that say nothing a user can act on (Spark's launcher
@@ -204,12 +213,18 @@ JVM_NOTICES = ("WARNING: Using incubator modules:",)
 
 
 def _relay_lines(source: int, target: int, dropped: tuple[str, ...]) -> None:
-    """Copies lines from file descriptor ``source`` to ``target`` until end of file, without ``dropped`` ones."""
-    with os.fdopen(source, "rb", buffering=0) as lines_in:
-        for line in iter(lines_in.readline, b""):
-            if not line.decode("utf-8", "replace").startswith(dropped):
-                with contextlib.suppress(OSError):
-                    os.write(target, line)
+    """Copies lines from file descriptor ``source`` to ``target`` until end of file, without ``dropped`` ones.
+
+    Closes both descriptors at the end.
+    """
+    try:
+        with os.fdopen(source, "rb") as lines_in:
+            for line in iter(lines_in.readline, b""):
+                if not line.decode("utf-8", "replace").startswith(dropped):
+                    with contextlib.suppress(OSError):
+                        os.write(target, line)
+    finally:
+        os.close(target)
 
 
 @contextlib.contextmanager
@@ -220,18 +235,13 @@ def jvm_notices_dropped(dropped: tuple[str, ...] = JVM_NOTICES) -> Iterator[None
     still reaches this process's stderr, for the JVM's whole life; this process's own
     stderr is untouched once the block ends.
     """
-    with contextlib.suppress(Exception):
-        sys.stderr.flush()
     read_end, write_end = os.pipe()
-    saved, target = os.dup(2), os.dup(2)
-    relay = threading.Thread(target=_relay_lines, args=(read_end, target, dropped), name="jvm-stderr", daemon=True)
+    relay = threading.Thread(target=_relay_lines, args=(read_end, os.dup(2), dropped), name="jvm-stderr", daemon=True)
     relay.start()
     try:
-        os.dup2(write_end, 2)
-        yield
+        with _descriptors_pointed_at(write_end, (2,)):
+            yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
         os.close(write_end)  # the JVM holds its own copy: the relay ends when the JVM does
 
 
