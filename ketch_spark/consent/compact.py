@@ -579,7 +579,7 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
             state_files = len(read_table(spark, cfg, "consent_state").inputFiles())
         else:
             state_rows, state_files = 0, 0
-            rows_after = recorded.rows if recorded is not None and recorded.rows_exact else None
+            rows_after = recorded.exact_rows if recorded is not None else None
         metadata = commit_user_metadata(sizes, rows_after)
         kind = _incremental_commit_kind(counts["changed"], state_rows, cfg)
         if kind == NO_CHANGE:
@@ -620,9 +620,8 @@ def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int,
 
 def _state_rows(spark: SparkSession, cfg: KetchConfig, recorded: RecordedState | None) -> int:
     """Rows of consent/state: the exact count recorded with its last compaction commit, else counted."""
-    if recorded is not None and recorded.rows is not None and recorded.rows_exact:
-        return recorded.rows
-    return read_table(spark, cfg, "consent_state").count()
+    exact = recorded.exact_rows if recorded is not None else None
+    return exact if exact is not None else read_table(spark, cfg, "consent_state").count()
 
 
 def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, version: int,

@@ -161,6 +161,11 @@ class RecordedState:
     rows: int | None
     rows_exact: bool
 
+    @property
+    def exact_rows(self) -> int | None:
+        """``rows`` when recorded and exact, else ``None``."""
+        return self.rows if self.rows_exact else None
+
 
 def _recorded_of(user_metadata: str | None) -> dict[str, Any] | None:
     """The parsed ``userMetadata`` when it holds anything compaction records, else ``None``."""
