@@ -185,3 +185,35 @@ def test_ip_address_by_the_forwarded_header_name():
 def test_an_alias_of_a_person_is_another_id_of_that_person(path, asset, expected):
     values = ["40151530399", "41371195703", "10809064921", "17096088523", "34335489221"]
     assert _category(path, values if expected else ["amplitude_id"] * 2 + ["mparticle_id"] * 3, asset) == expected
+
+
+@pytest.mark.parametrize(("path", "values"), [
+    ("cookie", ["sid=8f3a91c2; _ga=GA1.2.1197.1708", "sid=11c0a4d7; _ga=GA1.2.2093.1708", "sid=9d2e77b0", "-"]),
+    ("cs(Cookie)", ["session-id=262-2291; ubid-main=133-59", "session-id=118-0451;ubid-main=130-77;", "-", "-"]),
+    ("request.cookie_id", ["8f3a91c2d7", "11c0a4d7e1", "9d2e77b0aa", "-"]),
+])
+def test_a_field_the_log_left_out_is_not_classified_by_its_name(path, values):
+    assert _category(path, ["-"] * 8, "logs/edge") is None  # every row "-": cookie logging is off
+    assert _category(path, values, "logs/edge") == "device_id"  # on: the browser's ids
+
+
+@pytest.mark.parametrize(("path", "asset", "expected"), [
+    ("unique_email_id", "newsletter/subscribers", "user_id"),
+    ("email_id", "crm/contacts", "user_id"),
+    ("email_id", "campaigns/sends", None),      # a message's id
+    ("unique_email_id", "campaigns/opens", None),
+])
+def test_the_id_of_a_subscribers_address_is_the_subscribers_id(path, asset, expected):
+    assert _category(path, ["a3f09c21d7", "b81e4402fa", "c0d9e6513b", "d47a2b88e0", "e5c1f0937d"], asset) == expected
+
+
+@pytest.mark.parametrize(("path", "asset", "expected"), [
+    ("AccountId", "crm/Contact", None),          # a CRM contact's account is the company they work for
+    ("account_id", "sales/leads", None),
+    ("account_id", "app/users", "user_id"),      # a user's own account
+    ("account_id", "billing/customers", "user_id"),
+    ("contact.account_id", "events", None),
+])
+def test_the_account_of_a_crm_contact_is_a_company(path, asset, expected):
+    assert _category(path, ["0015e00000A1", "0015e00000B2", "0015e00000C3", "0015e00000D4", "0015e00000E5"],
+                     asset) == expected

@@ -293,6 +293,8 @@ _PERSON_CONTEXT = {"user", "customer", "contact", "person", "member", "owner", "
 _SUBJECT_CONTEXT = {"user", "customer", "contact", "person", "member", "profile", "patient", "subscriber", "buyer",
                     "shopper", "lead", "employee", "trait", "identity"}
 _DEVICE_CONTEXT = {"device", "browser", "cookie"}
+#: Records of a person at a company in a CRM: their ``account`` is the company.
+_B2B_PERSON_CONTEXT = {"contact", "lead"}
 #: Wrappers that say nothing of what they hold (CDC row images, API envelopes): context is looked for above them.
 _TRANSPARENT = {"before", "after", "payload", "data", "record", "object", "property", "attribute", "field", "doc",
                 "document", "value", "item", "row", "new", "old", "image", "newimage", "oldimage", "dynamodb",
@@ -402,6 +404,8 @@ _PHONE_FORMATTED = re.compile(r"^(\+\d{1,3}[\s.\-]?)?(\(\d{1,4}\)|\d{1,4})([\s.\
 _PHONE_NATIONAL_DIGITS = re.compile(r"^0\d{8,11}$")
 _DIGITS = re.compile(r"^\d{7,15}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+#: A Cookie request header: ``name=value`` pairs separated by ``;``.
+_COOKIE_HEADER = re.compile(r"^[^=;\s]+=[^;]*(;\s*[^=;\s]+=[^;]*)*;?$")
 _ID_LIKE = re.compile(r"^[A-Za-z0-9$_][A-Za-z0-9_.:@|/+=\-]{0,255}$")
 #: Ids whose value says they are a person's: ``gid://shop/Customer/1``, ``auth0|5f7c...``, ``google-oauth2|1017...``.
 _PERSON_ID_VALUE = re.compile(
@@ -671,6 +675,12 @@ _BOOLEAN_TEXT = {"true", "false"}
 _PLACEHOLDERS = {"-", "n/a", "null", "none", "nil", "(null)", "undefined"}
 
 
+def _only_placeholders(values: list[Any]) -> bool:
+    """Whether every one of enough sampled values is a placeholder (``-`` in every row of an access log)."""
+    return len(values) >= _MIN_VALUES_TO_CONTRADICT and all(
+        isinstance(v, str) and v.strip().lower() in _PLACEHOLDERS for v in values)
+
+
 def _is_flag(scalars: list[Any]) -> bool:
     """Whether every value is a boolean (or its text): a flag is never personal data by itself."""
     return bool(scalars) and all(isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in _BOOLEAN_TEXT)
@@ -687,6 +697,8 @@ def _with_context(candidate: _Candidate | None, used_context: bool) -> _Candidat
 def _candidates(path: str, values: list[Any], asset_name: str | None = None,
                 email_hashes: Mapping[str, str] | None = None) -> list[_Candidate]:
     name = _Name.of(path, asset_name)
+    if _only_placeholders(values):
+        return []  # a field the system did not log (cookie logging off): nothing of anyone's in it
     values = [v for v in values if not (isinstance(v, str) and v.strip().lower() in _PLACEHOLDERS)]
     strings = _strings(values)
     scalars = [v for v in values if v is not None and not (isinstance(v, str) and not v.strip())]
@@ -778,6 +790,25 @@ def _is_subject_alias(name: _Name, head_is_id: bool) -> bool:
         (alias_structs and bool(name.asset & _SUBJECT_CONTEXT))
 
 
+def _is_address_id(name: _Name) -> bool:
+    """``unique_email_id`` of a list's members: the id of a subscriber's address, so of the subscriber.
+
+    The same name elsewhere (``email_id`` of a campaign's activity) is a message's id or a hash.
+    """
+    seq = name.seq
+    return len(seq) >= 2 and seq[-1] in _ID_HEADS and seq[-2] in _EMAIL_WORDS and \
+        set(seq[:-2]) <= _RECORD_QUALIFIERS and name.in_context(_SUBJECT_CONTEXT)
+
+
+def _is_employer_account(name: _Name) -> bool:
+    """``AccountId`` of a CRM contact or lead: the company the person works for (CRM accounts are companies).
+
+    The account of a customer or user record stays that person's id.
+    """
+    return name.in_context(_B2B_PERSON_CONTEXT) and not name.in_context(_SUBJECT_CONTEXT - _B2B_PERSON_CONTEXT) \
+        and not name.tokens & (_USER_SUBJECTS - {"account"})
+
+
 def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) -> list[_Candidate | None]:
     tokens, seq = name.tokens, name.seq
     id_values = [str(v) for v in scalars if not isinstance(v, (bool, float))]
@@ -785,9 +816,10 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
         return []  # a constant is nobody's id
     if tokens & _AD_IDS:  # IDFA, IDFV, GAID/AAID are UUIDs by their platforms' definition
         id_share = _fraction(id_values, lambda v: bool(_UUID.match(v))) if id_values else None
-    else:
-        id_share = _fraction(id_values, lambda v: bool(_ID_LIKE.match(v)) and not _TIMESTAMP.match(v)) \
-            if id_values else None
+    else:  # a cookie's value is an id; a Cookie header's name=value pairs hold the browser's ids
+        cookie = "cookie" in tokens
+        id_share = _fraction(id_values, lambda v: (bool(_ID_LIKE.match(v)) and not _TIMESTAMP.match(v)) or
+                             (cookie and bool(_COOKIE_HEADER.match(v)))) if id_values else None
     person_values = _fraction(id_values, lambda v: bool(_PERSON_ID_VALUE.match(v))) if id_values else 0.0
     head_is_id = name.head in _ID_WORDS or name.head in {"name", "login", "handle", "alias"} or \
         name.leaf in _USER_NAMES
@@ -804,9 +836,9 @@ def _identifier_candidates(name: _Name, strings: list[str], scalars: list[Any]) 
             user_name, used_context = True, True
     if name.in_context(_DEVICE_CONTEXT) and tokens & {"vendor", "advertising", "ad"} and head_is_id:
         device_name, used_context = True, True
-    if _is_subject_alias(name, head_is_id) and not device_name and not user_name:
+    if (_is_subject_alias(name, head_is_id) or _is_address_id(name)) and not device_name and not user_name:
         user_name, used_context = True, True
-    if tokens & {"account"} and tokens & {"number", "no"}:
+    if tokens & {"account"} and (tokens & {"number", "no"} or _is_employer_account(name)):
         user_name = False
     out: list[_Candidate | None] = []
     if device_name:
