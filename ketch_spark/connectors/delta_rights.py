@@ -31,7 +31,8 @@ import datetime as dt
 import json
 import logging
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,7 +46,7 @@ from ketch_spark.errors import PartialErasureError
 from ketch_spark.faults import fault_point
 from ketch_spark.session_conf import session_conf
 
-__all__ = ["DeltaEraser", "APPEND_ONLY_ERASURE"]
+__all__ = ["DeltaEraser", "EraseBatch", "APPEND_ONLY_ERASURE"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,31 @@ _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 APPEND_ONLY_ERASURE = "append_only_erasure"
 _APPEND_ONLY = "delta.appendOnly"
 _OPTIMIZE_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
+_DELETION_VECTORS = "deletionVectors"
 _PURGE_MIN_BIN_BYTES = 16 * 1024 * 1024
 _PURGE_MAX_BIN_BYTES = 1024 * 1024 * 1024
+
+
+PlanFor = Callable[[T.StructType], Any]
+AssignmentsFor = Callable[[T.StructType], dict[str, Column]]
+Attribute = Callable[[DataFrame], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class EraseBatch:
+    """One batch's erasure of a table: how to match its rows, delete or obfuscate, and how to attribute them.
+
+    Attributes:
+        plan_for: The batch's match plan for a schema (condition, columns skipped).
+        mode: ``delete`` or ``obfuscate``.
+        assignments_for: Obfuscation assignments for a schema (unused by ``delete``).
+        attribute: Counts matched rows per request id, or ``None``.
+    """
+
+    plan_for: PlanFor
+    mode: str
+    assignments_for: AssignmentsFor
+    attribute: Attribute | None = None
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -95,7 +119,10 @@ class DeltaEraser:
         erasure (Spark's cache matches Delta reads whatever their version), which
         would then re-read files that the vacuum removed.
         """
-        return self.spark.read.format("delta").option("versionAsOf", self.version()).load(self.asset.location)
+        return self._read_at(self.version())
+
+    def _read_at(self, version: int) -> DataFrame:
+        return self.spark.read.format("delta").option("versionAsOf", version).load(self.asset.location)
 
     def _last_commit(self) -> Any:
         return self._table().history(1).select("version", "timestamp", "operationMetrics").head()
@@ -106,78 +133,123 @@ class DeltaEraser:
 
     # -- erasure -------------------------------------------------------------------------------
 
-    def erase(self, plan_for: Callable[[T.StructType], Any], mode: str,
-              assignments_for: Callable[[T.StructType], dict[str, Column]],
-              attribute: Callable[[DataFrame], dict[str, int]] | None = None) -> EraseCounts:
+    def erase(self, plan_for: PlanFor, mode: str, assignments_for: AssignmentsFor,
+              attribute: Attribute | None = None) -> EraseCounts:
         """Deletes or obfuscates the batch's rows in one statement, then purges and vacuums.
 
         ``attribute`` counts matched rows per request; it reads the rows matched by
         the same scan that counts them (kept, they are few), not the table again.
         """
-        before = self._last_commit()
-        counts = EraseCounts(version_before=int(before["version"]))
-        table_df = self.read()
-        plan = plan_for(table_df.schema)
+        result = self.erase_batches([EraseBatch(plan_for, mode, assignments_for, attribute)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def erase_batches(self, batches: Sequence[EraseBatch]) -> list[EraseCounts | Exception]:
+        """Erases each batch with its own statement (and commit), then purges and vacuums the table once.
+
+        A batch of deletions and one of obfuscations of the same table cost one
+        purge, one vacuum and one physical-removal check between them. Per batch its
+        counts, or the exception that stopped it; a failure after a batch's commit
+        is a :class:`PartialErasureError` carrying what was committed.
+        """
+        last = self._last_commit()
+        version, commit_time = int(last["version"]), last["timestamp"]
+        results: list[EraseCounts | Exception] = []
+        changed = finish = False
+        for batch in batches:
+            counts = EraseCounts(version_before=version)
+            try:
+                erased = self._erase_one(batch, version, counts)
+            except Exception as exc:  # noqa: BLE001 - this batch's failure; the others go on
+                results.append(exc)
+                continue
+            results.append(counts)
+            finish = finish or counts.version_after is None
+            if erased is not None:
+                version, commit_time, changed = int(erased["version"]), erased["timestamp"], True
+        if not finish:
+            return results
+        finished = [c for c in results if isinstance(c, EraseCounts) and c.version_after is None]
+        try:
+            self._finish(finished, commit_time, after_delete=changed)
+        except Exception as exc:  # noqa: BLE001 - reported per batch below
+            return [self._failed_after(result, exc) if result in finished else result for result in results]
+        return results
+
+    def _erase_one(self, batch: EraseBatch, version: int, counts: EraseCounts) -> Any:
+        """One batch's statement on ``version``; its commit (``None`` when nothing matched).
+
+        A batch that cannot match (no identity column for its identity types) is
+        complete at once: ``version_after`` is set and the table is left alone.
+        """
+        table_df = self._read_at(version)
+        plan = batch.plan_for(table_df.schema)
         counts.notes.extend(plan.skipped)
         if not plan.can_match:
-            counts.version_after = counts.version_before
+            counts.version_after = version
             counts.physical_after = _iso(dt.datetime.now(dt.timezone.utc))
-            return counts
+            return None
         matched_df = table_df.where(plan.condition)
-        if attribute is not None:
+        if batch.attribute is not None:
             matched_df = matched_df.localCheckpoint(eager=True)
-            counts.rows_by_request = attribute(matched_df)
+            counts.rows_by_request = batch.attribute(matched_df)
         counts.rows_matched = int(matched_df.count())
-        commit_time = before["timestamp"]
-        if counts.rows_matched:
-            fault_point("rights.delta.before_delete")
-            table = self._table()
-            with self._append_only_lifted(counts):
-                if mode == "delete":
-                    table.delete(plan.condition)
-                else:
-                    table.update(condition=plan.condition, set=assignments_for(table_df.schema))
-                erased = self._last_commit()
-            commit_time = erased["timestamp"]
-            metrics = dict(erased["operationMetrics"] or {})
-            counts.rows_changed = _metric(metrics, "numDeletedRows", "numUpdatedRows")
-            counts.files_matched = _metric(metrics, "numRemovedFiles", "numDeletionVectorsAdded",
-                                           "numDeletionVectorsUpdated")
-            counts.files_rewritten = _metric(metrics, "numAddedFiles")
-            counts.bytes_rewritten = _metric(metrics, "numAddedBytes")
-            counts.bytes_read = _metric(metrics, "numRemovedBytes")
-            try:
-                self._finish(counts, plan_for, commit_time, after_delete=True)
-            except Exception as exc:
-                raise PartialErasureError(f"the erasure was committed, then: {exc}", counts) from exc
-            return counts
-        self._finish(counts, plan_for, commit_time, after_delete=False)
-        return counts
+        if not counts.rows_matched:
+            return None
+        fault_point("rights.delta.before_delete")
+        table = self._table()
+        with self._append_only_lifted(counts):
+            if batch.mode == "delete":
+                table.delete(plan.condition)
+            else:
+                table.update(condition=plan.condition, set=batch.assignments_for(table_df.schema))
+            erased = self._last_commit()
+        metrics = dict(erased["operationMetrics"] or {})
+        counts.rows_changed = _metric(metrics, "numDeletedRows", "numUpdatedRows")
+        counts.files_matched = _metric(metrics, "numRemovedFiles", "numDeletionVectorsAdded",
+                                       "numDeletionVectorsUpdated")
+        counts.files_rewritten = _metric(metrics, "numAddedFiles")
+        counts.bytes_rewritten = _metric(metrics, "numAddedBytes")
+        counts.bytes_read = _metric(metrics, "numRemovedBytes")
+        return erased
 
-    def _finish(self, counts: EraseCounts, plan_for: Callable[[T.StructType], Any], commit_time: dt.datetime,
-                after_delete: bool) -> None:
-        """Purge, vacuum and the physical-removal check, after the erasure's commit."""
+    @staticmethod
+    def _failed_after(counts: EraseCounts, exc: Exception) -> Exception:
+        if counts.rows_changed:
+            error = PartialErasureError(f"the erasure was committed, then: {exc}", counts)
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def _finish(self, finished: list[EraseCounts], commit_time: dt.datetime, after_delete: bool) -> None:
+        """Purge, vacuum and the physical-removal check, once after the batches' commits."""
         if after_delete:
             fault_point("rights.delta.after_delete")
         purged = self._purge()
-        counts.files_rewritten += purged.get("files", 0)
-        counts.bytes_rewritten += purged.get("bytes", 0)
+        if finished:  # the purge rewrote files for all batches; counted once, on the first
+            finished[0].files_rewritten += purged.get("files", 0)
+            finished[0].bytes_rewritten += purged.get("bytes", 0)
         self._vacuum()
         self.spark.catalog.refreshByPath(self.asset.location)  # cached DataFrames must not serve erased rows
-        counts.version_after = self.version()
-        stored, removed_at = self.erased_files(counts.version_before or 0, counts.version_after)
-        counts.physical_after = self._physical_after(len(stored), removed_at or commit_time)
-        if stored:
-            counts.notes.append(f"{len(stored)} file(s) removed by the erasure stay readable by time travel "
-                                f"until VACUUM after {counts.physical_after}")
+        version_after = self.version()
+        for counts in finished:
+            counts.version_after = version_after
+            stored, removed_at = self.erased_files(counts.version_before or 0, version_after)
+            counts.physical_after = self._physical_after(len(stored), removed_at or commit_time)
+            if stored:
+                counts.notes.append(f"{len(stored)} file(s) removed by the erasure stay readable by time travel "
+                                    f"until VACUUM after {counts.physical_after}")
 
     @contextmanager
     def _append_only_lifted(self, counts: EraseCounts) -> Iterator[None]:
         """Lifts ``delta.appendOnly`` around the block when the asset allows it (see the module docstring)."""
         quoted = self.asset.location.replace("`", "``")
+        if self.asset.properties.get(APPEND_ONLY_ERASURE) != "lift":
+            yield
+            return
         properties = self.spark.sql(f"DESCRIBE DETAIL delta.`{quoted}`").head()["properties"] or {}
-        lift = self.asset.properties.get(APPEND_ONLY_ERASURE) == "lift" and properties.get(_APPEND_ONLY) == "true"
-        if not lift:
+        if properties.get(_APPEND_ONLY) != "true":
             yield
             return
         self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{_APPEND_ONLY}' = 'false')")
@@ -188,16 +260,19 @@ class DeltaEraser:
             self.spark.sql(f"ALTER TABLE delta.`{quoted}` SET TBLPROPERTIES ('{_APPEND_ONLY}' = 'true')")
 
     def _purge(self) -> dict[str, int]:
-        """Rewrites files carrying deletion vectors (no-op without them).
+        """Rewrites files carrying deletion vectors (no-op without them; skipped where the table cannot have them).
 
         The purge bin-packs the files it rewrites up to Delta's OPTIMIZE file size
         (1 GiB), one task per bin: a batch that touches every small file would be
         rewritten by one task into one file. Bins are capped near the table's mean
         file size instead, so the rewrite runs in parallel and keeps the layout.
         """
-        version = self.version()
         quoted = self.asset.location.replace("`", "``")
-        detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{quoted}`").select("numFiles", "sizeInBytes").head()
+        detail = self.spark.sql(f"DESCRIBE DETAIL delta.`{quoted}`").select(
+            "numFiles", "sizeInBytes", "tableFeatures").head()
+        if _DELETION_VECTORS not in (detail["tableFeatures"] or []):
+            return {}  # no file of the table can carry a deletion vector
+        version = self.version()
         mean = int(detail["sizeInBytes"] or 0) // max(1, int(detail["numFiles"] or 0))
         bin_bytes = min(_PURGE_MAX_BIN_BYTES, max(_PURGE_MIN_BIN_BYTES, mean))
         with session_conf(self.spark, {_OPTIMIZE_MAX_FILE_SIZE: str(bin_bytes)}):

@@ -16,7 +16,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -440,6 +440,13 @@ class FileConnector(Connector):
         full_plan = plan_for(full_df.schema)
         return with_request_ids(full_df.where(full_plan.condition), full_plan, identities_df)
 
+    def _erase_batch(self, asset: Asset, identities_df: DataFrame, mode: str):  # noqa: ANN202 - EraseBatch
+        from ketch_spark.connectors.delta_rights import EraseBatch
+
+        plan_for = self._plan_for(asset, identities_df)
+        assignments_for = self._assignments_for(asset) if mode == "obfuscate" else (lambda schema: {})
+        return EraseBatch(plan_for, mode, assignments_for, _attribution(plan_for, identities_df))
+
     def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
         """Deletes or obfuscates the batch's rows: one statement on Delta, rewritten files otherwise."""
         import uuid
@@ -447,13 +454,30 @@ class FileConnector(Connector):
         from ketch_spark.connectors.delta_rights import DeltaEraser
         from ketch_spark.connectors.rewrite import FileSetEraser
 
-        plan_for = self._plan_for(asset, identities_df)
-        assignments_for = self._assignments_for(asset) if mode == "obfuscate" else (lambda schema: {})
-        attribute = _attribution(plan_for, identities_df)
+        batch = self._erase_batch(asset, identities_df, mode)
         if asset.format == "delta":
-            return DeltaEraser(self.spark, asset, self.cfg.dsr).erase(plan_for, mode, assignments_for, attribute)
+            return DeltaEraser(self.spark, asset, self.cfg.dsr).erase(batch.plan_for, mode, batch.assignments_for,
+                                                                      batch.attribute)
         eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
-        return eraser.erase(plan_for, mode, uuid.uuid4().hex[:12], assignments_for, attribute)
+        return eraser.erase(batch.plan_for, mode, uuid.uuid4().hex[:12], batch.assignments_for, batch.attribute)
+
+    def erase_all(self, work: Sequence[tuple[Asset, DataFrame, str]]) -> list[EraseCounts | Exception]:
+        """As :meth:`Connector.erase_all`; a Delta table's batches share one purge and vacuum."""
+        from ketch_spark.connectors.delta_rights import DeltaEraser
+
+        if len(work) < 2 or any(asset.format != "delta" or asset.location != work[0][0].location
+                                for asset, _, _ in work):
+            return super().erase_all(work)
+        asset = work[0][0]
+        results: list[Any] = []
+        for _, frame, mode in work:
+            try:
+                results.append(self._erase_batch(asset, frame, mode))
+            except Exception as exc:  # noqa: BLE001 - e.g. no obfuscation key: that batch fails, the others go on
+                results.append(exc)
+        ready = [r for r in results if not isinstance(r, Exception)]
+        erased = iter(DeltaEraser(self.spark, asset, self.cfg.dsr).erase_batches(ready) if ready else [])
+        return [r if isinstance(r, Exception) else next(erased) for r in results]
 
     def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
         """Current rows still matching (and, for Delta, old files still holding erased rows)."""

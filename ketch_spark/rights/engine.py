@@ -264,19 +264,32 @@ def _erase_asset(run: _Run, asset: Asset, batch: list[_Request], mode: str) -> E
     return _erase_together(run, [(asset, batch, mode)])[0]
 
 
-def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]]) -> list[EraseCounts | None]:
-    """Erases each (asset, batch, mode) of ``work`` with one ``erase_all`` call, then verifies each (audited).
+def _merged(work: list[tuple[Asset, list[_Request], str]]) -> list[tuple[Asset, list[_Request], str]]:
+    """``work`` with one entry per (asset, mode): an own table deletes what other assets obfuscate."""
+    merged: dict[tuple[str, str], tuple[Asset, list[_Request], str]] = {}
+    for asset, batch, mode in work:
+        mode = "delete" if asset.properties.get(OWN_TABLE) else mode  # a consent record without its id means nothing
+        _, held, _ = merged.setdefault((asset.asset_id, mode), (asset, [], mode))
+        held.extend(r for r in batch if r not in held)
+    return list(merged.values())
 
-    The assets share a transaction key (see :func:`_transaction_groups`). Per entry
-    the counts, or ``None`` when its erasure failed.
+
+def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]],
+                    pending: Sequence[AuditRow] = ()) -> list[EraseCounts | None]:
+    """Erases each (asset, batch, mode) of ``work`` with one ``erase_all`` call, then verifies each.
+
+    The assets share a transaction key (see :func:`_transaction_groups`). The audit
+    rows, after ``pending`` (the same assets' exports), are appended in one commit.
+    Per entry of the merged work (see :func:`_merged`) the counts, or ``None``
+    when its erasure failed.
     """
-    entries = [(asset, batch, "delete" if asset.properties.get(OWN_TABLE) else mode)  # a consent record
-               for asset, batch, mode in work]                                        # without its id means nothing
+    entries = _merged(work)
     connector = run.connector(entries[0][0])
     frames = [_identities_df(run.spark, batch) for _, batch, _ in entries]
     started, clock = utc_now(), time.perf_counter()
     results = connector.erase_all([(asset, frame, mode) for (asset, _, mode), frame in zip(entries, frames)])
     seconds = time.perf_counter() - clock
+    rows: list[AuditRow] = list(pending)
     outcome: list[EraseCounts | None] = []
     for (asset, batch, mode), frame, result in zip(entries, frames, results):
         ids = [r.request_id for r in batch]
@@ -286,15 +299,16 @@ def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]]) ->
             partial = result.counts if isinstance(result, PartialErasureError) else EraseCounts()
             holders = _requests_with_rows(run, connector, asset, batch, frame) if _changed_nothing(result) else batch
             if len(holders) < len(batch):
-                _record_nothing_to_erase(run, asset, [r for r in batch if r not in holders], mode, started)
-            run.record(_erase_row(run, asset, [r.request_id for r in holders], mode, partial,
-                                  partial.rows_by_request, FAILED, started, seconds, error))
+                rows += _nothing_to_erase(run, asset, [r for r in batch if r not in holders], mode, started)
+            rows.append(_erase_row(run, asset, [r.request_id for r in holders], mode, partial,
+                                   partial.rows_by_request, FAILED, started, seconds, error))
             run.fail(holders, asset, _ERASE, error)
             outcome.append(None)
             continue
-        erased = _erase_row(run, asset, ids, mode, result, result.rows_by_request, OK, started, seconds)
-        run.record(erased, _verify_row(run, connector, asset, batch, frame, mode, result))
+        rows.append(_erase_row(run, asset, ids, mode, result, result.rows_by_request, OK, started, seconds))
+        rows.append(_verify_row(run, connector, asset, batch, frame, mode, result))
         outcome.append(result)
+    run.record(*rows)
     return outcome
 
 
@@ -318,16 +332,17 @@ def _requests_with_rows(run: _Run, connector: Connector, asset: Asset, batch: li
     return [r for r in batch if holding.get(r.request_id, 0) > 0]
 
 
-def _record_nothing_to_erase(run: _Run, asset: Asset, batch: list[_Request], mode: str, started: dt.datetime) -> None:
-    """Audits ``asset`` as erased and verified for requests it holds no row of (a read found none)."""
+def _nothing_to_erase(run: _Run, asset: Asset, batch: list[_Request], mode: str,
+                      started: dt.datetime) -> list[AuditRow]:
+    """Audit rows of ``asset`` erased and verified for requests it holds no row of (a read found none)."""
     ids = [r.request_id for r in batch]
     note = "no row of these requests' subjects; the erasure of the asset's other rows failed"
-    run.record(
+    return [
         AuditRow(run.run_id, ids, asset.asset_id, asset.location, _ERASE, OK, mode=mode, rows_matched=0,
                  rows_changed=0, rows_by_request={}, notes=note, started_at=started, duration_seconds=0.0),
         AuditRow(run.run_id, ids, asset.asset_id, asset.location, _VERIFY, OK, mode=mode, rows_matched=0,
                  notes=note, started_at=started, duration_seconds=0.0),
-    )
+    ]
 
 
 def _transaction_groups(run: _Run, assets: list[Asset]) -> list[list[Asset]]:
@@ -414,7 +429,8 @@ def _verify_row(run: _Run, connector: Connector, asset: Asset, batch: list[_Requ
     )
 
 
-def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> None:
+def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> AuditRow:
+    """Writes the batch's rows of ``asset`` to their export files; the audit row (for the caller to append)."""
     from ketch_spark.rights.export import write_asset_export
 
     connector = run.connector(asset)
@@ -432,16 +448,15 @@ def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> None:
             write_asset_export(run.spark, run.cfg, request_id, asset, docs)
     except Exception as exc:  # noqa: BLE001
         error = run.error_text(exc)
-        run.record(AuditRow(run.run_id, ids, asset.asset_id, asset.location, _EXPORT, FAILED, error=error,
-                            started_at=started, duration_seconds=time.perf_counter() - clock))
         run.fail(batch, asset, _EXPORT, error)
-        return
+        return AuditRow(run.run_id, ids, asset.asset_id, asset.location, _EXPORT, FAILED, error=error,
+                        started_at=started, duration_seconds=time.perf_counter() - clock)
     by_request = {rid: len(docs) for rid, docs in lines.items()}
-    run.record(AuditRow(
+    return AuditRow(
         run.run_id, ids, asset.asset_id, asset.location, _EXPORT, OK, rows_matched=len(rows),
         rows_changed=0, rows_by_request=by_request, duration_seconds=time.perf_counter() - clock,
         notes=json.dumps({"format": asset.format, "columns": columns}), started_at=started,
-    ))
+    )
 
 
 def _dry_run_asset(run: _Run, asset: Asset, batch: list[_Request]) -> None:
@@ -633,11 +648,12 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
                 _dry_run_asset(run, asset, requests)
             report_progress("search assets (dry run)", assets_done, len(assets), unit="assets")
             continue
+        exported = []
         for asset in group:  # exports before erasures: a subject asking for both gets their data first
             batch = [r for r in requests
                      if r.kind == "access" and (r.request_id, asset.asset_id, _EXPORT) not in run.done]
             if batch:
-                _export_asset(run, asset, batch)
+                exported.append(_export_asset(run, asset, batch))
         work = []
         for asset in group:
             for mode in ("delete", "obfuscate"):
@@ -646,7 +662,9 @@ def run_requests(spark: SparkSession, cfg: KetchConfig, kind: str | None = None,
                 if batch:
                     work.append((asset, batch, mode))
         if work:  # one erase_all per group: the tables of one database change in one transaction
-            _erase_together(run, work)
+            _erase_together(run, work, exported)
+        elif exported:
+            run.record(*exported)
         report_progress("process assets", assets_done, len(assets), unit="assets")
     if not dry_run:
         _finish(run, assets)
