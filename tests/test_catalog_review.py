@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 _EMAILS = [f"person{i}@example.com" for i in range(12)]
 
 
-def _write_contacts(spark, folder: Path, emails: list[str], notes: list[str]) -> None:
+def _write_customers(spark, folder: Path, emails: list[str], notes: list[str]) -> None:
     rows = [(1000 + i, email, f"A-{i:04d}", note) for i, (email, note) in enumerate(zip(emails, notes))]
     spark.createDataFrame(rows, "id long, email string, account_ref string, notes string") \
         .coalesce(1).write.mode("overwrite").parquet(str(folder))
@@ -38,17 +38,17 @@ def _queue(catalog: AssetCatalog) -> dict[str, str]:
 def lifecycle(spark, base_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog-review")
     cfg = base_config.with_warehouse(root / "wh")
-    folder = root / "lake" / "contacts"
-    _write_contacts(spark, folder, _EMAILS, ["called back", "prefers mail", "vip"] * 4)
+    folder = root / "lake" / "customers"
+    _write_customers(spark, folder, _EMAILS, ["called back", "prefers mail", "vip"] * 4)
     catalog = AssetCatalog(spark, cfg)
     steps = {"first_scan": catalog.scan(f"file://{folder}")}
     steps["first"], steps["first_queue"] = _columns(catalog), _queue(catalog)
-    catalog.label(str(folder), "account_ref", None, labelled_by="dpo@example.com", note="a CRM account, a company")
-    catalog.label("contacts", "id", "user_id", labelled_by="dpo@example.com")
+    catalog.label(str(folder), "account_ref", None, labelled_by="dpo@example.com", note="a reseller account, a company")
+    catalog.label("customers", "id", "user_id", labelled_by="dpo@example.com")
     catalog.label(str(folder), "email", "email", labelled_by="dpo@example.com")
     steps["labelled"], steps["labelled_queue"] = _columns(catalog), _queue(catalog)
     steps["identity"] = {c.column for a in rights_assets(spark, cfg) for c in a.identity_columns}
-    _write_contacts(spark, folder, ["opted out"] * 12, _EMAILS)  # new files: the asset is sampled again
+    _write_customers(spark, folder, ["opted out"] * 12, _EMAILS)  # new files: the asset is sampled again
     steps["rescan"] = catalog.scan(f"file://{folder}")
     steps["again"], steps["again_queue"] = _columns(catalog), _queue(catalog)
     catalog.label(str(folder), "email", "email", labelled_by="dpo@example.com", note="checked: legacy rows")
@@ -60,7 +60,7 @@ def lifecycle(spark, base_config, tmp_path_factory):
 def test_first_scan_queues_what_was_inferred(lifecycle):
     _, _, _, steps = lifecycle
     assert steps["first_scan"].errors == 0
-    assert steps["first"]["id"][0] == "user_id" and steps["first"]["id"][1].startswith("context")  # a contacts id
+    assert steps["first"]["id"][0] == "user_id" and steps["first"]["id"][1].startswith("context")  # a customers id
     assert steps["first"]["account_ref"][0] == "user_id"
     assert "inferred" in steps["first_queue"]["id"]
 
@@ -71,7 +71,7 @@ def test_labels_win_at_once_and_reach_the_rights_engine(lifecycle):
     assert "id" not in steps["labelled_queue"]
     assert "account_ref" not in steps["identity"] and {"id", "email"} <= steps["identity"]
     label = steps["labels"]["account_ref"]
-    assert label["labelled_by"] == "dpo@example.com" and label["labelled_at"] and label["note"].startswith("a CRM")
+    assert label["labelled_by"] == "dpo@example.com" and label["labelled_at"] and label["note"].startswith("a reseller")
 
 
 def test_a_rescan_keeps_labels_and_records_changes_and_drift(lifecycle):
@@ -117,14 +117,14 @@ def test_personal_columns_and_search_return_what_the_catalog_found(lifecycle):
     assert (found["id"]["identity_type"], found["id"]["method"], found["id"]["confidence"]) == ("user_id", "label", 1.0)
     assert found["email"]["location"] == f"file://{folder}"
     assert {r["column"] for r in catalog.personal_columns(identity_type="email").collect()} == {"email", "notes"}
-    assert catalog.personal_columns(asset="contacts").count() == 3
+    assert catalog.personal_columns(asset="customers").count() == 3
     assert catalog.personal_columns(asset=str(folder), identity_type="user_id").count() == 1
     assert catalog.personal_columns(asset="elsewhere").count() == 0
     assert catalog.columns(asset=str(folder)).count() == 4  # the table's rows, personal or not
     assert [r["column"] for r in catalog.columns(identity_type="user_id").collect()] == ["id"]
     assert {r["column"] for r in catalog.search("EMAIL").collect()} == {"email", "notes"}  # category, column
     assert {r["column"] for r in catalog.search("User_Id").collect()} == {"id"}  # identity type
-    assert catalog.search("lake/CONTACTS").count() == 3  # asset location
+    assert catalog.search("lake/CUSTOMERS").count() == 3  # asset location
     assert catalog.search("no such thing").count() == 0
 
 

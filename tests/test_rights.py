@@ -329,3 +329,14 @@ def test_audit_and_receipts_are_complete_and_hold_no_identity(spark, scenario):
     assert again.requests == []
     # without the receipt secret a dry run cannot key the ledger: it skips the sweep and says which assets
     assert {loc.rsplit("/", 1)[-1] for loc in again.ledger_unchecked} == {"customers", "events", "logs", "signups"}
+
+
+def test_a_tables_delete_and_obfuscate_batches_share_one_purge(spark, scenario):
+    from delta.tables import DeltaTable
+
+    audit = [r for r in scenario["result"].assets if r["location"].endswith("customers") and r["action"] == "erase"]
+    assert sorted(r["mode"] for r in audit) == ["delete", "obfuscate"]
+    operations = [r["operation"] for r in DeltaTable.forPath(spark, scenario["lake"].customers).history()
+                  .orderBy("version").collect()]
+    # one statement per batch, then one purge of the deletion vectors both left
+    assert operations[operations.index("DELETE"):] == ["DELETE", "UPDATE", "REORG"], operations
