@@ -430,8 +430,12 @@ def delta_settings_from_mapping(raw: Mapping[str, Any], source: str | None = Non
     if backoff < 0:
         raise ConfigError(f"{_where(source, 'delta.commit_backoff_seconds')}: expected a number of seconds >= 0, "
                           f"found {backoff}")
-    log_store = _section(raw, "log_store", source, _LOG_STORE_KEYS)
     name = "delta.log_store"
+    log_store = _expect(raw.get("log_store") or {}, dict, source, name, "a mapping")
+    unknown = sorted(set(log_store) - set(_LOG_STORE_KEYS))
+    if unknown:
+        raise ConfigError(f"{_where(source, name)}: unknown key(s) {', '.join(unknown)}; "
+                          f"expected {', '.join(_LOG_STORE_KEYS)}")
     table_name = _expect(log_store.get("table_name", "ketch_delta_log"), str, source, f"{name}.table_name",
                          "a DynamoDB table name")
     if not table_name.strip():
