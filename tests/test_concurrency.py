@@ -119,6 +119,8 @@ def _kept_users(spark, cfg, as_of=None) -> tuple[int, frozenset]:
     return keep.info.consent_version, users
 
 
+# filters read in a loop for as long as three compactions take to commit
+@pytest.mark.slow
 def test_filters_read_one_state_version_while_compactions_commit(spark, base_config, root, wide_policy):
     cfg = _cfg(base_config, root, wide_policy, "readers")
     _append_batch(spark, cfg, 0)
@@ -163,6 +165,8 @@ def test_two_compactions_at_once_apply_each_event_once(spark, base_config, root,
     assert errors == [None, None]
     assert max(r.users_changed for r in results) == len(USERS)  # every user's alpha time moves
     assert _merges_after(spark, cfg, before) == 1  # committed by one run only
+    # neither run left its idempotent-write settings on the shared session
+    assert spark.conf.get("spark.databricks.delta.write.txnAppId", None) is None
     assert applied_events_version(spark, cfg) == table_version(spark, cfg, "consent_events")
     _assert_equals_clean_rebuild(spark, cfg, (0, 1))
 
