@@ -119,7 +119,7 @@ def _kept_users(spark, cfg, as_of=None) -> tuple[int, frozenset]:
     return keep.info.consent_version, users
 
 
-# filters read in a loop for as long as three compactions take to commit
+# filters read in a loop for as long as two compactions take to commit
 @pytest.mark.slow
 def test_filters_read_one_state_version_while_compactions_commit(spark, base_config, root, wide_policy):
     cfg = _cfg(base_config, root, wide_policy, "readers")
