@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(JARS): $(STAMP) ketch_spark/jars.py ketch_spark/extensions.py ketch_spark/jvm/KeptKeySets.scala
+$(JARS): $(STAMP) ketch_spark/jars.py ketch_spark/extensions.py ketch_spark/jvm/KeptKeySets.scala ketch_spark/log_store.py ketch_spark/jvm/DynamoDBLogStore.scala
 	$(BIN)/python -m ketch_spark.jars install
 
 # PostgreSQL server binaries (initdb, pg_ctl) from Debian, for the warehouse connector's tests.

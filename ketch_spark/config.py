@@ -19,8 +19,11 @@ __all__ = [
     "KetchConfig",
     "ConsentSettings",
     "FilterSettings",
+    "DeltaSettings",
+    "LogStoreSettings",
     "DsrSettings",
     "dsr_settings_from_mapping",
+    "delta_settings_from_mapping",
     "ObfuscationRule",
     "OBFUSCATION_METHODS",
     "load_config",
@@ -32,7 +35,7 @@ DEFAULT_CONFIG_PATH = "conf/ketch.yaml"
 _DEFAULT_WAREHOUSE = "./ketch-data"
 _DEFAULT_POLICY = "policy.yaml"
 _FREE_SECTIONS = ("catalog", "connectors")
-_KNOWN_KEYS = ("warehouse", "policy", "jars_dir", "spark", "consent", "filter", "dsr", *_FREE_SECTIONS)
+_KNOWN_KEYS = ("warehouse", "policy", "jars_dir", "spark", "consent", "filter", "dsr", "delta", *_FREE_SECTIONS)
 #: How an obfuscated column's value is replaced.
 OBFUSCATION_METHODS = ("null", "constant", "sha256", "hmac", "random")
 #: Delta's default retention (``delta.deletedFileRetentionDuration``): 7 days.
@@ -86,6 +89,49 @@ class FilterSettings:
     broadcast_max_bytes: int = 256 * 1024 * 1024
     key_set_cache_entries: int = 4
     session_extension: bool = False
+
+
+@dataclass(frozen=True)
+class LogStoreSettings:
+    """The DynamoDB-backed Delta log store of an ``s3a://`` warehouse (``delta.log_store:`` in ketch.yaml).
+
+    S3 lets two drivers write the same commit file of a table at once, the later
+    one silently replacing the earlier; the log store claims each commit in a
+    DynamoDB table first, so one driver wins and the other retries (see
+    :mod:`ketch_spark.log_store`).
+
+    Attributes:
+        enabled: Use it when the warehouse is on s3a (ignored for other warehouses).
+            Turn it off only where a single driver ever writes the warehouse.
+        table_name: DynamoDB table holding one item per commit.
+        region: Its AWS region; ``None`` takes ``connectors.s3.region``, else us-east-1.
+        endpoint: DynamoDB endpoint URL; ``None`` is AWS's own (set it for a local
+            DynamoDB-compatible server).
+        create_table: Create the table (on-demand billing) when it is missing.
+    """
+
+    enabled: bool = True
+    table_name: str = "ketch_delta_log"
+    region: str | None = None
+    endpoint: str | None = None
+    create_table: bool = True
+
+
+@dataclass(frozen=True)
+class DeltaSettings:
+    """How ketch-spark commits to its Delta tables (``delta:`` in ketch.yaml).
+
+    Attributes:
+        commit_retries: Times a commit that conflicts with another writer's
+            (Delta's ``Concurrent...Exception``) is run again, each from the
+            table's new state, before the command fails.
+        commit_backoff_seconds: Wait before the first retry; doubled for each later one.
+        log_store: The log store of an ``s3a://`` warehouse.
+    """
+
+    commit_retries: int = 3
+    commit_backoff_seconds: float = 0.5
+    log_store: LogStoreSettings = field(default_factory=LogStoreSettings)
 
 
 @dataclass(frozen=True)
@@ -169,6 +215,7 @@ class KetchConfig:
         consent: Consent ingestion settings.
         filter: Consent filter settings.
         dsr: Data-subject request settings.
+        delta: Delta commit settings (conflict retries, the s3a log store).
         sections: Free-form sections (catalog, connectors) read by their modules.
         source: File the config was read from, if any (used in error messages).
         warehouse_as_written: ``warehouse`` as the config wrote it, before it was made
@@ -183,6 +230,7 @@ class KetchConfig:
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     filter: FilterSettings = field(default_factory=FilterSettings)
     dsr: DsrSettings = field(default_factory=DsrSettings)
+    delta: DeltaSettings = field(default_factory=DeltaSettings)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
     warehouse_as_written: str | None = None
@@ -359,6 +407,53 @@ def dsr_settings_from_mapping(raw: Mapping[str, Any], source: str | None = None)
     )
 
 
+_LOG_STORE_KEYS = ("enabled", "table_name", "region", "endpoint", "create_table")
+
+
+def _optional_text(raw: Mapping[str, Any], key: str, source: str | None, section: str, expected: str) -> str | None:
+    value = raw.get(key)
+    return None if value is None else _expect(value, str, source, f"{section}.{key}", expected)
+
+
+def delta_settings_from_mapping(raw: Mapping[str, Any], source: str | None = None) -> DeltaSettings:
+    """Builds validated :class:`DeltaSettings` from the ``delta:`` mapping of ketch.yaml.
+
+    Raises:
+        ConfigError: A key is unknown or a value has the wrong type or range.
+    """
+    unknown = sorted(set(raw) - {"commit_retries", "commit_backoff_seconds", "log_store"})
+    if unknown:
+        raise ConfigError(f"{_where(source, 'delta')}: unknown key(s) {', '.join(unknown)}; "
+                          "expected commit_retries, commit_backoff_seconds, log_store")
+    backoff = _expect(raw.get("commit_backoff_seconds", 0.5), (int, float), source, "delta.commit_backoff_seconds",
+                      "a number of seconds >= 0")
+    if backoff < 0:
+        raise ConfigError(f"{_where(source, 'delta.commit_backoff_seconds')}: expected a number of seconds >= 0, "
+                          f"found {backoff}")
+    name = "delta.log_store"
+    log_store = _expect(raw.get("log_store") or {}, dict, source, name, "a mapping")
+    unknown = sorted(set(log_store) - set(_LOG_STORE_KEYS))
+    if unknown:
+        raise ConfigError(f"{_where(source, name)}: unknown key(s) {', '.join(unknown)}; "
+                          f"expected {', '.join(_LOG_STORE_KEYS)}")
+    table_name = _expect(log_store.get("table_name", "ketch_delta_log"), str, source, f"{name}.table_name",
+                         "a DynamoDB table name")
+    if not table_name.strip():
+        raise ConfigError(f"{_where(source, f'{name}.table_name')}: must not be empty")
+    return DeltaSettings(
+        commit_retries=_int_setting(raw, "commit_retries", 3, source, "delta", minimum=0),
+        commit_backoff_seconds=float(backoff),
+        log_store=LogStoreSettings(
+            enabled=_expect(log_store.get("enabled", True), bool, source, f"{name}.enabled", "true or false"),
+            table_name=table_name.strip(),
+            region=_optional_text(log_store, "region", source, name, "an AWS region such as eu-west-1"),
+            endpoint=_optional_text(log_store, "endpoint", source, name, "an endpoint URL"),
+            create_table=_expect(log_store.get("create_table", True), bool, source, f"{name}.create_table",
+                                 "true or false"),
+        ),
+    )
+
+
 def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base_dir: Path | None = None) -> KetchConfig:
     """Builds a validated :class:`KetchConfig` from a parsed mapping.
 
@@ -410,6 +505,7 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
             ),
         ),
         dsr=dsr_settings_from_mapping(_section(data, "dsr", source, None), source),
+        delta=delta_settings_from_mapping(_section(data, "delta", source, None), source),
         sections={name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data},
         source=source,
     )

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-__all__ = ["FailureContext", "explain_failure", "failure_text"]
+__all__ = ["CONFLICT_MARKERS", "FailureContext", "explain_failure", "failure_text"]
 
 #: Delta's optimistic-concurrency conflicts: another writer committed to the table meanwhile.
-_CONFLICT_MARKERS = (
+CONFLICT_MARKERS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
     "ProtocolChangedException", "DELTA_CONCURRENT_", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
@@ -86,7 +86,7 @@ def _out_of_memory(text: str, context: FailureContext) -> str | None:
 
 
 def _concurrent_commit(text: str, context: FailureContext) -> str | None:
-    if not _any(text, _CONFLICT_MARKERS):
+    if not _any(text, CONFLICT_MARKERS):
         return None
     table = context.table or "a table"
     if context.command == "consent compact":

@@ -47,6 +47,7 @@ __all__ = [
     "KEPT_KEY_SET_PREFIX",
     "KEPT_RELATIONS_CONF",
     "build_extension_jar",
+    "compile_scala",
     "try_build_extension_jar",
     "extension_active",
     "extension_jar",
@@ -98,6 +99,26 @@ def _java() -> str:
 
 def _compile(output: Path) -> None:
     """Compiles the Scala source into ``output`` with the compiler pyspark bundles (no download)."""
+    build_info = output.parent / "BuildInfo.scala"
+    build_info.write_text(
+        "package org.apache.spark.sql.ketch\n\n/** The Spark version this jar was compiled against. */\n"
+        f'object BuildInfo {{ val SparkVersion = "{_spark_version()}" }}\n',
+        encoding="utf-8",
+    )
+    compile_scala([_SOURCE, build_info], output)
+
+
+def compile_scala(sources: list[Path], output: Path, classpath: list[str] | None = None) -> None:
+    """Compiles Scala ``sources`` into the jar ``output`` with the compiler pyspark bundles (no download).
+
+    Args:
+        sources: The .scala files.
+        output: The jar to write.
+        classpath: Jars besides pyspark's own that the sources use.
+
+    Raises:
+        KetchError: The compiler failed (the message holds its output).
+    """
     jars = _pyspark_jars()
     compiler = [j for j in jars if j.name.startswith(("scala-compiler-", "scala-library-", "scala-reflect-"))]
     if len(compiler) != 3:
@@ -105,20 +126,15 @@ def _compile(output: Path) -> None:
             f"pyspark's jars folder lacks the Scala compiler (found {[j.name for j in compiler]}); "
             "reinstall pyspark (`make install`)"
         )
-    build_info = output.parent / "BuildInfo.scala"
-    build_info.write_text(
-        "package org.apache.spark.sql.ketch\n\n/** The Spark version this jar was compiled against. */\n"
-        f'object BuildInfo {{ val SparkVersion = "{_spark_version()}" }}\n',
-        encoding="utf-8",
-    )
     command = [
         _java(), "-cp", os.pathsep.join(map(str, compiler)), "scala.tools.nsc.Main",
-        "-nowarn", "-classpath", os.pathsep.join(map(str, jars)), "-d", str(output), str(_SOURCE), str(build_info),
+        "-nowarn", "-classpath", os.pathsep.join([*map(str, jars), *(classpath or [])]), "-d", str(output),
+        *map(str, sources),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not output.is_file():
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
-        raise KetchError(f"could not compile {_SOURCE.name} (java 17+ must be on PATH or in JAVA_HOME):\n{tail}")
+        raise KetchError(f"could not compile {sources[0].name} (java 17+ must be on PATH or in JAVA_HOME):\n{tail}")
 
 
 def build_extension_jar(jars_dir: Path) -> Path:

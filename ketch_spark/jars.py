@@ -2,7 +2,8 @@
 
 ``python -m ketch_spark.jars install`` (run by ``make install``) resolves every
 group below with Spark's own resolver into ``.ketch/jars`` and writes a manifest;
-it also builds ketch-spark's session extension there (:mod:`ketch_spark.extensions`).
+it also builds ketch-spark's session extension there (:mod:`ketch_spark.extensions`)
+and, with the s3 group, the DynamoDB log store of s3a warehouses (:mod:`ketch_spark.log_store`).
 :func:`ketch_spark.spark_session` then puts those files on the classpath, so later
 starts are offline. On a cluster, pass the same coordinates to
 ``spark-submit --packages`` instead (see :func:`packages_argument`).
@@ -215,6 +216,10 @@ def _main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         install_jars(args.group or [*JAR_GROUPS, *TEST_JAR_GROUPS], jars_dir)
         try_build_extension_jar(jars_dir)
+        if ",".join(JAR_GROUPS["s3"]) in _read_manifest(jars_dir):
+            from ketch_spark.log_store import try_build_log_store_jar
+
+            try_build_log_store_jar(jars_dir)
         (jars_dir / _MANIFEST).touch()
         print(f"jars ready in {jars_dir}")
     return 0

@@ -17,6 +17,7 @@ from ketch_spark.config import KetchConfig
 from ketch_spark.jars import JAR_GROUPS, default_jars_dir, installed_jar_paths
 from ketch_spark.errors import JarsNotInstalledError
 from ketch_spark.extensions import DELTA_EXTENSION, EXTENSION_CLASS, extension_jar
+from ketch_spark.log_store import log_store_jar, log_store_settings, required_log_store_jar, uses_log_store
 from ketch_spark.preflight import check_warehouse_for_master
 from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
@@ -102,10 +103,9 @@ def s3a_settings(cfg: KetchConfig) -> dict[str, str]:
     return settings
 
 
-def _local_jars(jars_dir: Path, extension: Path | None) -> str:
+def _local_jars(jars_dir: Path, extension: Path | None, log_store: Path | None) -> str:
     paths = installed_jar_paths(jars_dir, ["delta"])
-    if extension is not None:
-        paths.append(str(extension))
+    paths.extend(str(jar) for jar in (extension, log_store) if jar is not None)
     for group in JAR_GROUPS:
         if group == "delta":
             continue
@@ -146,6 +146,8 @@ def spark_session(
 
     Outside spark-submit it starts embedded Spark (``local[*]`` unless the config
     sets ``spark.master``) with the jars installed by ``make install``, offline.
+    A warehouse on s3a commits through the DynamoDB log store
+    (:mod:`ketch_spark.log_store`) unless ``delta.log_store.enabled`` is false.
     Inside spark-submit the cluster's master and ``--packages`` win; only the
     Delta, s3a and configured settings are added (session extensions given to
     spark-submit, such as ketch-spark's own, are kept next to Delta's). The
@@ -158,7 +160,8 @@ def spark_session(
         extra: Settings applied last (tests use it for local[2] and the like).
 
     Raises:
-        JarsNotInstalledError: Embedded mode and the Delta jars are not installed.
+        JarsNotInstalledError: Embedded mode and the Delta jars (or, for an s3a
+            warehouse, the DynamoDB log store) are not installed.
         ConfigError: The warehouse is a relative path and the master is not local.
     """
     from ketch_spark.config import load_config
@@ -294,7 +297,8 @@ def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *
         settings["spark.master"] = "local[*]"
         jars_dir = default_jars_dir(cfg.jars_dir)
         extension = extension_jar(jars_dir) if cfg.filter.session_extension else None
-        settings["spark.jars"] = _local_jars(jars_dir, extension)
+        log_store = required_log_store_jar(jars_dir) if uses_log_store(cfg) else log_store_jar(jars_dir)
+        settings["spark.jars"] = _local_jars(jars_dir, extension, log_store)
         if cfg.filter.session_extension and extension is None:
             logger.warning(
                 "filter.session_extension is on but ketch-spark's session extension is not built for this pyspark "
@@ -305,6 +309,7 @@ def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *
     ours = [EXTENSION_CLASS] if extension is not None else []
     settings["spark.sql.extensions"] = _extensions(_submitted_extensions() if managed else [], ours)
     settings.update(s3a_settings(cfg))
+    settings.update(log_store_settings(cfg))
     settings.update(cfg.spark)
     settings.update(extra or {})
     if managed:

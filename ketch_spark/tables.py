@@ -282,16 +282,26 @@ def table_exists(spark: SparkSession, cfg: KetchConfig, name: str) -> bool:
 
 
 def ensure_table(spark: SparkSession, cfg: KetchConfig, name: str):  # noqa: ANN201 - DeltaTable
-    """Creates table ``name`` if it does not exist (idempotent) and returns it as a DeltaTable."""
+    """Creates table ``name`` if it does not exist (idempotent) and returns it as a DeltaTable.
+
+    Two commands creating the same table at once conflict in Delta; the loser
+    runs again (:func:`ketch_spark.commits.retry_on_conflict`) and finds the table.
+    """
     from delta.tables import DeltaTable
 
+    from ketch_spark.commits import retry_on_conflict
+
     spec = table_spec(name)
-    builder = DeltaTable.createIfNotExists(spark).location(table_path(cfg, name)).addColumns(spec.schema)
-    if spec.partition_by:
-        builder = builder.partitionedBy(*spec.partition_by)
-    for key, value in spec.properties.items():
-        builder = builder.property(key, value)
-    return builder.execute()
+
+    def create():  # noqa: ANN202 - DeltaTable
+        builder = DeltaTable.createIfNotExists(spark).location(table_path(cfg, name)).addColumns(spec.schema)
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        for key, value in spec.properties.items():
+            builder = builder.property(key, value)
+        return builder.execute()
+
+    return retry_on_conflict(spec.relpath, create, cfg.delta, what="creation")
 
 
 def ensure_tables(spark: SparkSession, cfg: KetchConfig, names: Iterable[str] | None = None) -> None:

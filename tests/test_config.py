@@ -114,3 +114,32 @@ def test_documented_dsr_section_is_valid_and_gives_the_story_rules(tmp_path):
     assert settings.rule_for("page", None) is None
     assert settings.rule_for("id", "user_id", key=True) is None  # a key keeps its value unless named
     assert settings.rule_for("is_deleted", None, key=True).method == "constant"
+
+
+def test_delta_section_defaults_and_documented_keys():
+    default = config_from_mapping({}).delta
+    assert (default.commit_retries, default.commit_backoff_seconds) == (3, 0.5)
+    assert default.log_store.enabled and default.log_store.table_name == "ketch_delta_log"
+    cfg = config_from_mapping({"delta": {"commit_retries": 0, "commit_backoff_seconds": 2, "log_store": {
+        "enabled": False, "table_name": "locks", "region": "eu-west-1", "endpoint": "http://127.0.0.1:5000",
+        "create_table": False}}})
+    assert cfg.delta.commit_retries == 0 and cfg.delta.commit_backoff_seconds == 2.0
+    store = cfg.delta.log_store
+    assert (store.enabled, store.table_name, store.region, store.endpoint, store.create_table) == (
+        False, "locks", "eu-west-1", "http://127.0.0.1:5000", False)
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        ({"commit_retries": -1}, "delta.commit_retries: expected an integer >= 0"),
+        ({"commit_backoff_seconds": -0.1}, "delta.commit_backoff_seconds"),
+        ({"retries": 3}, "delta: unknown key(s) retries"),
+        ({"log_store": {"tabel_name": "x"}}, "delta.log_store: unknown key(s) tabel_name"),
+        ({"log_store": {"enabled": "yes"}}, "delta.log_store.enabled: expected true or false"),
+        ({"log_store": {"table_name": " "}}, "delta.log_store.table_name: must not be empty"),
+    ],
+)
+def test_invalid_delta_section_names_the_key(delta, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        config_from_mapping({"delta": delta}, source="ketch.yaml")

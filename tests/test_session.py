@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import pytest
 import pyspark
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from conftest import needs_extension
-from ketch_spark.errors import KetchError
+from ketch_spark.errors import JarsNotInstalledError, KetchError
 from ketch_spark.extensions import (
     EXTENSION_CLASS,
     build_extension_jar,
@@ -206,3 +207,28 @@ def test_a_jvm_started_by_the_cli_writes_its_stderr_without_the_jdks_notice(capf
         err += capfd.readouterr().err
     assert "incubator" not in err
     assert "ERROR a real problem" in err and "WARN later, after the launch" in err and "own line" in err
+
+
+def test_s3a_warehouse_commits_through_the_dynamodb_log_store(base_config):
+    from ketch_spark.log_store import LOG_STORE_CLASS, log_store_jar
+
+    cfg = dataclasses.replace(
+        base_config.with_warehouse("s3a://lake/warehouse"),
+        sections={"connectors": {"s3": {"region": "eu-west-1", "access_key_id": "AKIAEXAMPLE"}}},
+    )
+    settings = session_settings(cfg)
+    assert settings["spark.delta.logStore.s3a.impl"] == LOG_STORE_CLASS
+    assert settings["spark.ketch.logStore.ddb.tableName"] == "ketch_delta_log"
+    assert settings["spark.ketch.logStore.ddb.region"] == "eu-west-1"  # s3a's region unless delta.log_store sets one
+    assert "spark.ketch.logStore.ddb.endpoint" not in settings
+    assert str(log_store_jar(default_jars_dir())) in settings["spark.jars"].split(",")
+    off = dataclasses.replace(cfg, delta=dataclasses.replace(
+        cfg.delta, log_store=dataclasses.replace(cfg.delta.log_store, enabled=False)))
+    assert not any(key.startswith(("spark.delta.logStore", "spark.ketch.logStore")) for key in session_settings(off))
+    assert not any(key.startswith("spark.delta.logStore") for key in session_settings(base_config))
+
+
+def test_s3a_warehouse_without_the_built_log_store_says_how_to_build_it(base_config, monkeypatch):
+    monkeypatch.setattr("ketch_spark.log_store.log_store_jar", lambda jars_dir: None)
+    with pytest.raises(JarsNotInstalledError, match="make install"):
+        session_settings(base_config.with_warehouse("s3a://lake/warehouse"))

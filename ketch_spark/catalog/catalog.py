@@ -52,6 +52,7 @@ from ketch_spark.catalog.review import (
     review_queue,
 )
 from ketch_spark.config import KetchConfig
+from ketch_spark.commits import retry_on_conflict
 from ketch_spark.connectors import (
     Asset,
     Connector,
@@ -437,12 +438,17 @@ class AssetCatalog:
             schema = table_spec(_ASSETS).schema
             source_df = self.spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows.values()],
                                                    schema)
-            (
-                delta_table(self.spark, self.cfg, _ASSETS).alias("t")
-                .merge(source_df.alias("s"), _asset_key_condition())
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
+            retry_on_conflict(
+                table_spec(_ASSETS).relpath,
+                lambda: (
+                    delta_table(self.spark, self.cfg, _ASSETS).alias("t")
+                    .merge(source_df.alias("s"), _asset_key_condition())
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                ),
+                self.cfg.delta,
+                what="catalog scan",
             )
         if classified:
             self._write_columns(classified, now)
@@ -459,11 +465,16 @@ class AssetCatalog:
         }
         source_df = self.spark.createDataFrame(list(records.values()), schema)
         sampled_ids = ", ".join(f"'{asset_id}'" for asset_id in sorted(classified))
-        (
-            delta_table(self.spark, self.cfg, _COLUMNS).alias("t")
-            .merge(source_df.alias("s"), _column_key_condition())
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceDelete(condition=f"t.asset_id IN ({sampled_ids})")
-            .execute()
+        retry_on_conflict(
+            table_spec(_COLUMNS).relpath,
+            lambda: (
+                delta_table(self.spark, self.cfg, _COLUMNS).alias("t")
+                .merge(source_df.alias("s"), _column_key_condition())
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .whenNotMatchedBySourceDelete(condition=f"t.asset_id IN ({sampled_ids})")
+                .execute()
+            ),
+            self.cfg.delta,
+            what="catalog scan",
         )

@@ -44,6 +44,12 @@ How a run works (one code path for incremental and full):
    A run killed before its commit leaves the state as it was; running again
    applies the same events; applying the same events twice is skipped by
    Delta (same ``txnAppId``, same version).
+5. **Conflicts.** A run whose commit meets another writer's (another
+   compaction, an erasure), because consent/state moved past the version the
+   run read (checked just before the commit) or because Delta refused the
+   commit, starts again from the new state, at most ``delta.commit_retries``
+   times (:mod:`ketch_spark.commits`); it then reads afresh which events the
+   state has applied, so none is applied twice.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from pyspark.sql import functions as F
 from ketch_spark.bitmap import has_purpose, sql_word, sql_word_bit, sql_words_with_bits
 from ketch_spark.policy import WORD_BITS
 from ketch_spark.clock import utc_micros, utc_now
+from ketch_spark.commits import ConcurrentCommitError, retry_on_conflict
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
@@ -517,6 +524,11 @@ def _with_metadata(writer: Any, user_metadata: str | None) -> Any:
 def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None = None, full: bool = False) -> CompactResult:
     """Applies the not-yet-applied consent events to consent/state, all orgs in one pass.
 
+    A run whose commit conflicts with another writer's (another compaction, an
+    erasure) runs again from the state's new version, up to
+    ``delta.commit_retries`` times: it then reads which events the state has
+    applied afresh, so no event is applied twice.
+
     Args:
         spark: Delta-enabled session.
         cfg: Configuration.
@@ -530,13 +542,24 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     Raises:
         TableNotFoundError: consent/events does not exist (nothing ingested yet).
         CompactError: ``batch_id`` is not in consent/events.
+        CommitConflictError: Other writers' commits conflicted with every attempt.
     """
     started = time.perf_counter()
+    return retry_on_conflict(
+        "consent/state", lambda: _compact_once(spark, cfg, batch_id, full, started), cfg.delta, what="compaction"
+    )
+
+
+def _compact_once(spark: SparkSession, cfg: KetchConfig, batch_id: str | None, full: bool,
+                  started: float) -> CompactResult:
+    """One attempt of :func:`compact_consent`, from the tables' current versions."""
     policy: Policy = cfg.policy()
     events_version = table_version(spark, cfg, "consent_events")
     if not table_exists(spark, cfg, "consent_state"):
         ensure_table(spark, cfg, "consent_state")
     upto = _batch_version(spark, cfg, batch_id) if batch_id else events_version
+    # the state version this run reads; its commit is refused if another writer committed after it
+    state_version = table_version(spark, cfg, "consent_state")
     generation, applied = _applied(spark, cfg)
     incremental = not full and applied is not None
     # a full run starts a new generation: its version may be below the applied one
@@ -551,7 +574,7 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
 
     def new_rows(events_df: DataFrame) -> DataFrame:
         choices_df = user_choices(events_df.select("org_id", "user_id", "purpose_bit", "granted", "event_ts"), bits)
-        state_df = read_table(spark, cfg, "consent_state") if incremental else None
+        state_df = read_table(spark, cfg, "consent_state", version=state_version) if incremental else None
         # Computed once: counted, then read twice by the MERGE (touched files, then the write).
         return apply_choices(choices_df, state_df, bits, policy.n_words, updated_at).localCheckpoint(eager=True)
 
@@ -563,25 +586,27 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     counts, size_changes = _counts(rows_df, purposes)
     report_progress("reduce events", counts["events"], unit="events")
     report_progress("commit changed users", counts["changed"], counts["touched"], unit="users")
-    recorded = recorded_state(spark, *_state_at(spark, cfg)) if incremental else None
+    recorded = recorded_state(spark, table_path(cfg, "consent_state"), state_version) if incremental else None
     sizes_before = recorded.sizes if recorded is not None else None
     sizes = sizes_after(purposes, size_changes, sizes_before) if sizes_before is not None or not incremental else None
     commit_started = time.perf_counter()
     if not incremental:
         kind, state_files = OVERWRITE, 0
         metadata = commit_user_metadata(sizes, counts["changed"])
+        _require_state_version(spark, cfg, state_version)
         _overwrite_state(spark, cfg, _merge_source(rows_df), counts["changed"], app_id, upto, metadata)
     else:
         if counts["changed"]:
             state_rows = _state_rows(spark, cfg, recorded)
             rows_after = state_rows + counts["inserted"]
             # files before the MERGE, from the snapshot this run already read (after it, Delta would list them again)
-            state_files = len(read_table(spark, cfg, "consent_state").inputFiles())
+            state_files = len(read_table(spark, cfg, "consent_state", version=state_version).inputFiles())
         else:
             state_rows, state_files = 0, 0
             rows_after = recorded.exact_rows if recorded is not None else None
         metadata = commit_user_metadata(sizes, rows_after)
         kind = _incremental_commit_kind(counts["changed"], state_rows, cfg)
+        _require_state_version(spark, cfg, state_version)
         if kind == NO_CHANGE:
             _record_applied_version(spark, cfg, app_id, upto, metadata)
         else:
@@ -591,6 +616,21 @@ def compact_consent(spark: SparkSession, cfg: KetchConfig, batch_id: str | None 
     optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows, state_files)
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
                    commit_seconds, kind, optimized)
+
+
+def _require_state_version(spark: SparkSession, cfg: KetchConfig, read_version: int) -> None:
+    """Raises :class:`ConcurrentCommitError` when consent/state moved past the version this run read.
+
+    Delta checks a MERGE against the commits made while the MERGE itself runs;
+    the rows it writes were computed earlier, from ``read_version``. A commit in
+    between (another compaction, an erasure) would otherwise go unnoticed: the
+    run is refused, and :func:`compact_consent` runs it again from the new state.
+    """
+    current = table_version(spark, cfg, "consent_state")
+    if current != read_version:
+        raise ConcurrentCommitError(
+            f"consent/state moved from version {read_version} to {current} while this compaction computed its change"
+        )
 
 
 def _incremental_commit_kind(changed: int, state_rows: int, cfg: KetchConfig) -> str:
@@ -632,11 +672,6 @@ def _record_applied_version(spark: SparkSession, cfg: KetchConfig, app_id: str, 
         empty.write.format("delta").mode("append").option("txnAppId", app_id).option("txnVersion", version),
         user_metadata,
     ).save(table_path(cfg, "consent_state"))
-
-
-def _state_at(spark: SparkSession, cfg: KetchConfig) -> tuple[str, int]:
-    """(path, current version) of consent/state."""
-    return table_path(cfg, "consent_state"), table_version(spark, cfg, "consent_state")
 
 
 def _counts(rows_df: DataFrame, purposes: Sequence[Purpose]) -> tuple[dict[str, int], dict[str, Any]]:

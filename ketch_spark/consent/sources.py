@@ -83,6 +83,7 @@ from pyspark.sql import functions as F
 from pyspark import StorageLevel
 
 from ketch_spark.clock import utc_now, utc_timestamp
+from ketch_spark.commits import retry_on_conflict
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors.hadoopfs import HadoopFs
 from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
@@ -90,7 +91,7 @@ from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_priva
 from ketch_spark.errors import KetchError, SchemaError
 from ketch_spark.policy import Policy
 from ketch_spark.progress import report_progress
-from ketch_spark.tables import ensure_table, read_table, table_path
+from ketch_spark.tables import ensure_table, read_table, table_path, table_spec
 
 __all__ = [
     "IngestResult",
@@ -803,6 +804,20 @@ def _idempotent_append(df: DataFrame, path: str, batch_id: str, content: int = 0
     )
 
 
+def _append_once(cfg: KetchConfig, name: str, df: DataFrame, batch_id: str, content: int = 0) -> None:
+    """:func:`_idempotent_append` to table ``name``, run again while it conflicts with another writer's commit.
+
+    A retry of a batch that another ingest of the same batch committed meanwhile
+    writes nothing (Delta skips a recorded transaction version).
+    """
+    retry_on_conflict(
+        table_spec(name).relpath,
+        lambda: _idempotent_append(df, table_path(cfg, name), batch_id, content),
+        cfg.delta,
+        what="ingest",
+    )
+
+
 def append_events(spark: SparkSession, cfg: KetchConfig, events_df: DataFrame, batch_id: str) -> None:
     """Appends already-validated event rows (the consent_events columns) once per ``batch_id``.
 
@@ -810,7 +825,7 @@ def append_events(spark: SparkSession, cfg: KetchConfig, events_df: DataFrame, b
     """
     ensure_table(spark, cfg, "consent_events")
     columns = [f.name for f in read_table(spark, cfg, "consent_events").schema.fields]
-    _idempotent_append(events_df.select(*columns), table_path(cfg, "consent_events"), batch_id)
+    _append_once(cfg, "consent_events", events_df.select(*columns), batch_id)
 
 
 def ingest_consent(
@@ -884,10 +899,11 @@ def ingest_consent(
 
             quality = QualityLimits(limits.earliest, limits.latest, cfg.consent.max_quarantined_share)
             expectations = validate_consent_batch(rows_df, events_df, policy, quality)
-        _idempotent_append(events_df, events_path, batch_id, content)
-        _idempotent_append(
+        _append_once(cfg, "consent_events", events_df, batch_id, content)
+        _append_once(
+            cfg,
+            "consent_quarantine",
             _quarantine_rows(rows_df.where(F.col("reason").isNotNull() & ~F.col("no_row")), batch_id, ingested_at),
-            table_path(cfg, "consent_quarantine"),
             batch_id,
             content,
         )
