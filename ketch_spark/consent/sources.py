@@ -88,6 +88,7 @@ from ketch_spark.connectors.hadoopfs import HadoopFs
 from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
+from ketch_spark.faults import fault_point
 from ketch_spark.policy import Policy
 from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_path
@@ -878,13 +879,16 @@ def ingest_consent(
 
             quality = QualityLimits(limits.earliest, limits.latest, cfg.consent.max_quarantined_share)
             expectations = validate_consent_batch(rows_df, events_df, policy, quality)
+        fault_point("consent.ingest.before_write")
         _idempotent_append(events_df, events_path, batch_id, content)
+        fault_point("consent.ingest.after_events_commit")
         _idempotent_append(
             _quarantine_rows(rows_df.where(F.col("reason").isNotNull() & ~F.col("no_row")), batch_id, ingested_at),
             table_path(cfg, "consent_quarantine"),
             batch_id,
             content,
         )
+        fault_point("consent.ingest.after_commit")
         report_progress("write events and quarantine", n_new + sum(reasons.values()), unit="rows")
         events_df.unpersist()
     finally:
