@@ -19,6 +19,7 @@ One point per job runs by default; the rest of the matrix is ``slow`` (each kill
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ from pathlib import Path
 import pytest
 
 from ketch_spark.catalog import AssetCatalog
+from ketch_spark.catalog.classify import ColumnClass
+from ketch_spark.catalog.review import record_changes
 from ketch_spark.cli import main
 from ketch_spark.consent.compact import applied_events_version
 from ketch_spark.faults import PAUSE_AT_ENV, PAUSE_FILE_ENV
@@ -390,3 +393,23 @@ def test_a_catalog_scan_killed_and_run_again_is_applied_once(spark, catalog_runs
 
     assert main(["catalog", "scan", "--quiet", "--conf", str(_conf(tmp_path / "rerun.yaml", warehouse)), *args]) == 0
     assert_same_tables(spark, warehouse, catalog_runs.scanned, CATALOG_TABLES)
+
+
+def test_changes_a_killed_scan_recorded_are_not_recorded_by_the_scan_that_repeats_it(spark, base_config, tmp_path):
+    cfg = base_config.with_warehouse(tmp_path / "wh")
+    classes = {"a-1": [ColumnClass("notes", "string", "email", "email", 0.95, "value")]}
+    previous = {"a-1|notes": {"category": None, "confidence": 0.0}}
+    drifted = {"a-1": [("notes", "drift: labelled phone, the values now look like email")]}
+    last_scan, killed, repeated, later = (dt.datetime(2026, 11, day) for day in (1, 2, 3, 4))
+
+    def recorded() -> list[tuple]:
+        return sorted((r["column"], r["reason"][:5], r["detected_at"]) for r in
+                      spark.read.format("delta").load(table_path(cfg, "catalog_changes")).collect())
+
+    assert record_changes(spark, cfg, classes, previous, drifted, killed, {"a-1": last_scan}) == 1
+    # the asset's row still says last_scan: the next scan samples it again and finds the same change
+    assert record_changes(spark, cfg, classes, previous, drifted, repeated, {"a-1": last_scan}) == 1
+    assert recorded() == [("notes", "drift", killed)]
+    # once a scan has written the asset's row, a change found by a later scan is a new one
+    assert record_changes(spark, cfg, classes, previous, {}, later, {"a-1": repeated}) == 1
+    assert recorded() == [("notes", "drift", killed), ("notes", "rescan", later)]
