@@ -32,7 +32,7 @@ class InjectedFault(KetchError):
 
 
 def fault_point(name: str) -> None:
-    """Raises :class:`InjectedFault` if ``name`` is listed in ``KETCH_SPARK_FAULTS``; pauses if it is ``KETCH_SPARK_PAUSE_AT``."""
+    """Raises :class:`InjectedFault` if ``name`` is in ``KETCH_SPARK_FAULTS``; pauses if it is ``KETCH_SPARK_PAUSE_AT``."""
     if name in {n.strip() for n in os.environ.get(FAULTS_ENV, "").split(",")}:
         raise InjectedFault(f"injected fault at {name}")
     if os.environ.get(PAUSE_AT_ENV) == name:

@@ -14,7 +14,8 @@ SIGKILL. Points are of two kinds:
 
 The rerun runs in this test process (its Spark session), through the same command line; the tables are then
 compared with those of one uninterrupted run of the same job from the same start, run timestamps excluded.
-One point per job runs by default; the rest of the matrix is ``slow`` (each killed job starts a JVM: ~15 s).
+By default one point of the ingest (between its two commits) and one of the catalog scan (between its columns
+and its asset rows) run; the rest of the matrix is ``slow`` (each killed job starts a JVM of its own).
 """
 
 from __future__ import annotations
@@ -124,16 +125,17 @@ def log_store_classpath(tmp_path_factory) -> str:
 
 def _conf(path: Path, warehouse: Path, spark: dict[str, str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"warehouse": str(warehouse), "policy": str(POLICY), **({"spark": spark} if spark else {})}))
+    settings = {"warehouse": str(warehouse), "policy": str(POLICY), **({"spark": spark} if spark else {})}
+    path.write_text(json.dumps(settings))
     return path
 
 
-def _job_conf(path: Path, warehouse: Path, point: str, log_store_classpath: str | None) -> Path:
+def _job_conf(path: Path, warehouse: Path, point: str, request: pytest.FixtureRequest) -> Path:
     """The killed job's config: a small local Spark, and the pausing log store for a ``delta.commit:`` point."""
     spark = {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g",
              "spark.ui.enabled": "false", "spark.databricks.delta.snapshotPartitions": "1"}
     if point.startswith(COMMIT_POINT):
-        spark["spark.driver.extraClassPath"] = log_store_classpath
+        spark["spark.driver.extraClassPath"] = request.getfixturevalue("log_store_classpath")
         spark["spark.delta.logStore.file.impl"] = "ketchtest.PausingLogStore"
     return _conf(path, warehouse, spark)
 
@@ -234,13 +236,11 @@ class ConsentRuns:
         day_2: The drop the ingest under test reads.
         before_ingest: Day 1 ingested and compacted: where the ingest under test starts.
         ingested: ``before_ingest`` plus day 2 ingested: the ingest's reference, the compaction's start.
-        compacted: ``ingested`` plus a compaction: the compaction's reference.
     """
 
     day_2: Path
     before_ingest: Path
     ingested: Path
-    compacted: Path
 
 
 @pytest.fixture(scope="module")
@@ -267,10 +267,16 @@ def consent_runs(spark, tmp_path_factory) -> ConsentRuns:
     ingested = root / "ingested"
     shutil.copytree(before, ingested)
     run("consent", "ingest", "--conf", str(_conf(root / "ingested.yaml", ingested)), "--input", str(day_2))
-    compacted = root / "compacted"
-    shutil.copytree(ingested, compacted)
-    run("consent", "compact", "--conf", str(_conf(root / "compacted.yaml", compacted)))
-    return ConsentRuns(day_2, before, ingested, compacted)
+    return ConsentRuns(day_2, before, ingested)
+
+
+@pytest.fixture(scope="module")
+def compacted(spark, consent_runs, tmp_path_factory) -> Path:
+    """``consent_runs.ingested`` plus a compaction: the compaction's reference."""
+    compacted = tmp_path_factory.mktemp("crash-compacted") / "wh"
+    shutil.copytree(consent_runs.ingested, compacted)
+    run("consent", "compact", "--conf", str(_conf(compacted.parent / "compacted.yaml", compacted)))
+    return compacted
 
 
 INGEST_POINTS = [
@@ -283,14 +289,14 @@ INGEST_POINTS = [
 
 
 @pytest.mark.parametrize("point", INGEST_POINTS)
-def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, log_store_classpath, tmp_path, point):
+def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, request, tmp_path, point):
     warehouse = tmp_path / "wh"
     shutil.copytree(consent_runs.before_ingest, warehouse)
     events = warehouse / "consent" / "events"
     written_before = data_files(events)
     args = ["--input", str(consent_runs.day_2)]
 
-    kill_at(point, "ingest_consent.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, log_store_classpath),
+    kill_at(point, "ingest_consent.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, request),
             tmp_path / "logs")
 
     if point == "delta.commit:consent/events":  # files written, none committed
@@ -299,31 +305,33 @@ def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, log
     assert_same_tables(spark, warehouse, consent_runs.ingested, ("consent_events", "consent_quarantine"))
 
 
+#: Compaction commits once (its applied events version in the same commit), so all of its points are slow.
 COMPACT_POINTS = [
     pytest.param("consent.compact.before_write", marks=pytest.mark.slow),
-    "delta.commit:consent/state",  # the MERGE's files written, not committed
+    pytest.param("delta.commit:consent/state", marks=pytest.mark.slow),  # the MERGE's files written, not committed
     pytest.param("consent.compact.after_commit", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize("point", COMPACT_POINTS)
-def test_a_compaction_killed_and_run_again_is_applied_once(spark, consent_runs, log_store_classpath, tmp_path, point):
+def test_a_compaction_killed_and_run_again_is_applied_once(spark, consent_runs, compacted, request,
+                                                           tmp_path, point):
     warehouse = tmp_path / "wh"
     shutil.copytree(consent_runs.ingested, warehouse)
     state = warehouse / "consent" / "state"
     written_before = data_files(state)
 
-    kill_at(point, "compact_consent.py", [], _job_conf(tmp_path / "job.yaml", warehouse, point, log_store_classpath),
+    kill_at(point, "compact_consent.py", [], _job_conf(tmp_path / "job.yaml", warehouse, point, request),
             tmp_path / "logs")
 
     if point == "delta.commit:consent/state":
         assert data_files(state) - written_before and not committed_files(spark, state) - written_before
     conf = _conf(tmp_path / "rerun.yaml", warehouse)
     run("consent", "compact", "--conf", str(conf))
-    assert_same_tables(spark, warehouse, consent_runs.compacted, CONSENT_TABLES)
+    assert_same_tables(spark, warehouse, compacted, CONSENT_TABLES)
     from ketch_spark.config import load_config
 
-    reference = load_config(_conf(tmp_path / "reference.yaml", consent_runs.compacted))
+    reference = load_config(_conf(tmp_path / "reference.yaml", compacted))
     assert applied_events_version(spark, load_config(conf)) == applied_events_version(spark, reference)
 
 
@@ -382,13 +390,13 @@ CATALOG_POINTS = [
 
 
 @pytest.mark.parametrize("point", CATALOG_POINTS)
-def test_a_catalog_scan_killed_and_run_again_is_applied_once(spark, catalog_runs, log_store_classpath, tmp_path,
+def test_a_catalog_scan_killed_and_run_again_is_applied_once(spark, catalog_runs, request, tmp_path,
                                                             point):
     warehouse = tmp_path / "wh"
     shutil.copytree(catalog_runs.before_scan, warehouse)
     args = ["--source", str(catalog_runs.lake)]
 
-    kill_at(point, "scan_catalog.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, log_store_classpath),
+    kill_at(point, "scan_catalog.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, request),
             tmp_path / "logs")
 
     assert main(["catalog", "scan", "--quiet", "--conf", str(_conf(tmp_path / "rerun.yaml", warehouse)), *args]) == 0
@@ -403,7 +411,7 @@ def test_changes_a_killed_scan_recorded_are_not_recorded_by_the_scan_that_repeat
     last_scan, killed, repeated, later = (dt.datetime(2026, 11, day) for day in (1, 2, 3, 4))
 
     def recorded() -> list[tuple]:
-        return sorted((r["column"], r["reason"][:5], r["detected_at"]) for r in
+        return sorted((r["column"], r["reason"].split(":")[0], r["detected_at"]) for r in
                       spark.read.format("delta").load(table_path(cfg, "catalog_changes")).collect())
 
     assert record_changes(spark, cfg, classes, previous, drifted, killed, {"a-1": last_scan}) == 1
