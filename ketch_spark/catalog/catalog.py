@@ -18,7 +18,11 @@ dot path). A scan:
   asset that are classified differently, or no longer look like their label;
 * MERGEs the rows it changed (new, changed, failed and gone assets and the
   columns of sampled ones) keyed by ``asset_id`` and ``(asset_id, column)``, one
-  commit per table and scan. An unchanged asset's row is left as it is, so its
+  commit per table and scan: the changes and columns first, the asset rows last,
+  so that a scan killed in between leaves the assets it sampled to be sampled
+  again (an asset's row, with its new fingerprint, says it is done); the changes
+  such a scan recorded are not recorded twice
+  (:func:`~ketch_spark.catalog.review.record_changes`). An unchanged asset's row is left as it is, so its
   ``scanned_at`` is the time of the scan that last wrote it (found it new,
   changed, failed or gone), and a scan that finds nothing changed commits
   nothing: running it twice changes nothing.
@@ -64,6 +68,7 @@ from ketch_spark.connectors import (
     system_of_uri,
 )
 from ketch_spark.errors import KetchError
+from ketch_spark.faults import fault_point
 from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_spec
 
@@ -282,9 +287,13 @@ class AssetCatalog:
             self._scan_uri(uri, connector, previous, now, seen, rows, classified, result)
         drifted = self._apply_labels(classified)
         previous_columns = self._previous_columns(classified)
-        self._write(rows, classified, now)
+        fault_point("catalog.scan.before_write")
         if classified:
-            result.changed_columns = record_changes(self.spark, self.cfg, classified, previous_columns, drifted, now)
+            scanned_at = {asset_id: previous.get(asset_id, {}).get("scanned_at") for asset_id in classified}
+            result.changed_columns = record_changes(self.spark, self.cfg, classified, previous_columns, drifted, now,
+                                                    scanned_at)
+        self._write(rows, classified, now)
+        fault_point("catalog.scan.after_commit")
         result.seconds = time.perf_counter() - started
         logger.info("catalog scan: %s", json.dumps(result.summary()))
         return result
@@ -432,8 +441,16 @@ class AssetCatalog:
 
     def _write(self, rows: dict[str, dict[str, Any]], classified: dict[str, list[ColumnClass]],
                now: dt.datetime) -> None:
+        """MERGEs the columns of the sampled assets, then the asset rows.
+
+        The asset rows come last: an asset whose row holds its new fingerprint is not sampled again, so a scan
+        killed before writing it must leave the asset to be sampled (and its columns written) by the next scan.
+        """
         from ketch_spark.tables import delta_table
 
+        if classified:
+            self._write_columns(classified, now)
+        fault_point("catalog.scan.after_columns_commit")
         if rows:
             schema = table_spec(_ASSETS).schema
             source_df = self.spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows.values()],
@@ -450,8 +467,6 @@ class AssetCatalog:
                 self.cfg.delta,
                 what="catalog scan",
             )
-        if classified:
-            self._write_columns(classified, now)
 
     def _write_columns(self, classified: dict[str, list[ColumnClass]], now: dt.datetime) -> None:
         from ketch_spark.tables import delta_table

@@ -24,11 +24,12 @@ from typing import Any, Iterable, Mapping
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from ketch_spark.catalog.classify import CATEGORIES, ColumnClass, identity_type_of
 from ketch_spark.config import KetchConfig
 from ketch_spark.errors import ConfigError
-from ketch_spark.tables import append_rows, delta_table, ensure_table, read_table, table_spec
+from ketch_spark.tables import delta_table, ensure_table, read_table, table_spec
 
 __all__ = ["Label", "asset_named", "label_column", "read_labels", "labelled_classes", "record_changes", "review_queue",
            "REVIEW_BELOW"]
@@ -36,6 +37,8 @@ __all__ = ["Label", "asset_named", "label_column", "read_labels", "labelled_clas
 _LABELS, _CHANGES, _COLUMNS, _ASSETS = "catalog_labels", "catalog_changes", "catalog_columns", "catalog_assets"
 #: Classifications below this confidence are listed for review.
 REVIEW_BELOW = 0.8
+#: Before any scan: the ``since`` of a change of an asset the catalog does not hold yet.
+_LONG_AGO = dt.datetime(1970, 1, 2)
 LABEL_METHOD = "label"
 
 
@@ -97,17 +100,22 @@ def labelled_classes(classes: list[ColumnClass], labels: Mapping[str, Label]) ->
 
 def record_changes(spark: SparkSession, cfg: KetchConfig, classified: Mapping[str, list[ColumnClass]],
                    previous: Mapping[str, Mapping[str, Any]], drifted: Mapping[str, list[tuple[str, str]]],
-                   now: dt.datetime) -> int:
-    """Appends to catalog_changes the columns of re-sampled assets whose category changed, and the drifts.
+                   now: dt.datetime, scanned_at: Mapping[str, dt.datetime | None] | None = None) -> int:
+    """Records in catalog_changes the columns of re-sampled assets whose category changed, and the drifts.
+
+    A scan writes an asset's catalog_assets row last, after its changes and columns: a change of the asset
+    detected after the row's ``scanned_at`` was recorded by a scan killed before it wrote the row, and is not
+    recorded again by the scan that repeats it.
 
     Args:
         classified: The new classes per asset id.
         previous: Per ``asset_id|column``, the previous catalog_columns row (category, confidence).
         drifted: Per asset id, (column, reason) of labelled columns whose values drifted.
         now: Detection time.
+        scanned_at: Per asset id, the ``scanned_at`` of its catalog_assets row before this scan (none: new).
 
     Returns:
-        Rows appended.
+        Changes found (recorded now, or already by a scan killed before it finished).
     """
     rows = []
     for asset_id, classes in classified.items():
@@ -123,9 +131,25 @@ def record_changes(spark: SparkSession, cfg: KetchConfig, classified: Mapping[st
                          before["confidence"] if before else None, column_class.category,
                          float(column_class.confidence), reason, now))
     if rows:
-        ensure_table(spark, cfg, _CHANGES)
-        append_rows(spark, cfg, _CHANGES, rows)
+        _insert_changes_once(spark, cfg, rows, scanned_at or {})
     return len(rows)
+
+
+def _insert_changes_once(spark: SparkSession, cfg: KetchConfig, rows: list[tuple],
+                         scanned_at: Mapping[str, dt.datetime | None]) -> None:
+    """Inserts change ``rows`` but those detected for their asset and column, with their reason, after the
+    asset's ``scanned_at`` (recorded by an interrupted scan)."""
+    ensure_table(spark, cfg, _CHANGES)
+    schema = table_spec(_CHANGES).schema
+    source_schema = T.StructType([*schema.fields, T.StructField("since", T.TimestampType(), False)])
+    source_df = spark.createDataFrame([(*row, scanned_at.get(row[0]) or _LONG_AGO) for row in rows], source_schema)
+    (
+        delta_table(spark, cfg, _CHANGES).alias("t")
+        .merge(source_df.alias("s"), "t.asset_id = s.asset_id AND t.`column` = s.`column` AND t.reason = s.reason "
+                                     "AND t.detected_at > s.since")
+        .whenNotMatchedInsert(values={f.name: f"s.`{f.name}`" for f in schema.fields})
+        .execute()
+    )
 
 
 def asset_named(asset: str) -> Column:

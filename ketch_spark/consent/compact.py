@@ -73,6 +73,7 @@ from ketch_spark.commits import ConcurrentCommitError, retry_on_conflict
 from ketch_spark.config import KetchConfig
 from ketch_spark.consent.sources import delta_txn_versions
 from ketch_spark.errors import KetchError
+from ketch_spark.faults import fault_point
 from ketch_spark.session_conf import session_conf
 from ketch_spark.policy import Policy, Purpose
 from ketch_spark.consent.key_set_sizes import RecordedState, commit_user_metadata, recorded_state, sizes_after, size_change_columns
@@ -589,6 +590,7 @@ def _compact_once(spark: SparkSession, cfg: KetchConfig, batch_id: str | None, f
     recorded = recorded_state(spark, table_path(cfg, "consent_state"), state_version) if incremental else None
     sizes_before = recorded.sizes if recorded is not None else None
     sizes = sizes_after(purposes, size_changes, sizes_before) if sizes_before is not None or not incremental else None
+    fault_point("consent.compact.before_write")
     commit_started = time.perf_counter()
     if not incremental:
         kind, state_files = OVERWRITE, 0
@@ -612,6 +614,7 @@ def _compact_once(spark: SparkSession, cfg: KetchConfig, batch_id: str | None, f
         else:
             _merge_changes(spark, cfg, rows_df, counts["changed"], app_id, upto, kind, metadata)
     commit_seconds = time.perf_counter() - commit_started
+    fault_point("consent.compact.after_commit")
     # the MERGE adds files: the check sees them at the next run, which OPTIMIZEs then
     optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows, state_files)
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,

@@ -89,6 +89,7 @@ from ketch_spark.connectors.hadoopfs import HadoopFs
 from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
+from ketch_spark.faults import fault_point
 from ketch_spark.policy import Policy
 from ketch_spark.progress import report_progress
 from ketch_spark.tables import ensure_table, read_table, table_path, table_spec
@@ -899,7 +900,9 @@ def ingest_consent(
 
             quality = QualityLimits(limits.earliest, limits.latest, cfg.consent.max_quarantined_share)
             expectations = validate_consent_batch(rows_df, events_df, policy, quality)
+        fault_point("consent.ingest.before_write")
         _append_once(cfg, "consent_events", events_df, batch_id, content)
+        fault_point("consent.ingest.after_events_commit")
         _append_once(
             cfg,
             "consent_quarantine",
@@ -907,6 +910,7 @@ def ingest_consent(
             batch_id,
             content,
         )
+        fault_point("consent.ingest.after_commit")
         report_progress("write events and quarantine", n_new + sum(reasons.values()), unit="rows")
         events_df.unpersist()
     finally:

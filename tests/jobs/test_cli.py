@@ -16,6 +16,7 @@ from ketch_spark.datagen import write_raw_consent
 from ketch_spark.extensions import EXTENSION_CLASS, extension_jar
 from ketch_spark.jars import default_jars_dir, installed_jar_paths
 from ketch_spark.rights.receipts import sign_receipt
+from readme_recipe import PACKAGES_ARGUMENT, offline_recipe, readme_recipe, recipe_checkout, plain_shell_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,47 +207,6 @@ def test_jobs_run_under_spark_submit(spark, tmp_path):
     assert summary["command"] == "consent compact" and summary["committed"] and summary["events_read"] > 0
 
 
-#: The README's comment right above the spark-submit block this test runs.
-RECIPE_MARKER = "<!-- spark-submit recipe"
-#: The recipe's jars argument: resolved from Maven Central by spark-submit.
-PACKAGES_ARGUMENT = '--packages "$(.venv/bin/python -m ketch_spark.jars packages)"'
-
-
-def _readme_recipe() -> str:
-    """The bash block under the README's spark-submit recipe marker."""
-    after_marker = (REPO / "README.md").read_text().split(RECIPE_MARKER, 1)[1]
-    return after_marker.split("```bash\n", 1)[1].split("```", 1)[0]
-
-
-def _recipe_checkout(root: Path, warehouse: Path) -> Path:
-    """A checkout as a reader of the README has one, whose conf/ketch.yaml keeps the tables under ``warehouse``.
-
-    The package, the jobs, the Makefile and the venv are links to this repository; ``conf/`` is real: a
-    ketch.yaml with an absolute warehouse next to a copy of the policy (named relative to it, as conf/ has it).
-    """
-    root.mkdir()
-    for name in ("Makefile", "ketch_spark", "jobs", ".venv"):
-        (root / name).symlink_to(REPO / name)
-    (root / "conf").mkdir()
-    (root / "conf" / "policy.yaml").write_text((REPO / "conf" / "policy.yaml").read_text())
-    (root / "conf" / "ketch.yaml").write_text(
-        f"warehouse: {warehouse}\npolicy: policy.yaml\nspark: {{spark.sql.shuffle.partitions: 2}}\n"
-    )
-    return root
-
-
-def _plain_shell_env() -> dict[str, str]:
-    """This process's environment without the venv on PATH, PYTHONPATH, SPARK_HOME or a Spark gateway."""
-    venv_bin = Path(sys.executable).parent.resolve()
-    dropped = ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYSPARK_GATEWAY_PORT",
-               "PYSPARK_GATEWAY_SECRET", "SPARK_HOME", "VIRTUAL_ENV", "KETCH_SPARK_CONF", "KETCH_SPARK_JARS")
-    env = {key: value for key, value in os.environ.items() if key not in dropped}
-    env["PATH"] = os.pathsep.join(
-        entry for entry in env.get("PATH", "").split(os.pathsep) if entry and Path(entry).resolve() != venv_bin
-    )
-    return env
-
-
 @pytest.mark.slow
 def test_the_readmes_spark_submit_recipe_runs_as_written(spark, tmp_path):
     """The README's spark-submit block, run by bash in a fresh checkout, with one substitution.
@@ -262,17 +222,16 @@ def test_the_readmes_spark_submit_recipe_runs_as_written(spark, tmp_path):
     installed Delta jars with ``--jars`` (``python -m ketch_spark.jars path``) instead. Set
     ``KETCH_SPARK_TEST_PACKAGES=1`` to run ``--packages`` as written, over the network.
     """
-    recipe = _readme_recipe()
+    recipe = readme_recipe()
     assert recipe.startswith("make zip") and recipe.count(PACKAGES_ARGUMENT) == 2
     assert "jobs/ingest_consent.py --conf ketch.yaml --input drops/2026-11-26/" in recipe
     assert "--files conf/ketch.yaml,conf/policy.yaml" in recipe and "PYTHONPATH" not in recipe
-    if os.environ.get("KETCH_SPARK_TEST_PACKAGES") != "1":
-        recipe = recipe.replace(PACKAGES_ARGUMENT, f"--jars {','.join(installed_jar_paths(default_jars_dir(), ['delta']))}")
-    checkout = _recipe_checkout(tmp_path / "checkout", tmp_path / "wh")
+    recipe = offline_recipe()
+    checkout = recipe_checkout(tmp_path / "checkout", tmp_path / "wh")
     policy = load_config(checkout / "conf" / "ketch.yaml").policy()
     write_raw_consent(spark, policy, checkout / "drops" / "2026-11-26", fmt="json", n_users=40)
 
-    done = subprocess.run(["bash", "-e", "-c", recipe], cwd=checkout, env=_plain_shell_env(), capture_output=True,
+    done = subprocess.run(["bash", "-e", "-c", recipe], cwd=checkout, env=plain_shell_env(), capture_output=True,
                           text=True, timeout=1200, check=False)
 
     assert done.returncode == 0, done.stderr[-4000:]
