@@ -26,7 +26,7 @@ from ketch_spark.errors import ConfigError, PolicyError
 from ketch_spark.policy import load_policy
 
 REPO = Path(__file__).resolve().parent.parent
-_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 _names = itertools.count()
 
 _yaml_scalars = st.one_of(

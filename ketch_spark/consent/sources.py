@@ -13,7 +13,8 @@ Formats (``fmt``):
   ``granted`` is ``true``/``false`` (or ``1``/``0``).
 * ``parquet``: the CSV columns (``ts`` a timestamp or ISO-8601 string,
   ``granted`` a boolean or a CSV-style string) or the JSON shape with a
-  ``purposes`` map<string, boolean> column.
+  ``purposes`` map<string, boolean> column (values of another type are read
+  like CSV choices; a ``purposes`` column that is no map stops the ingest).
 * ``tcf``: JSON lines ``{"org_id", "user_id", "ts", "source", "tc_string",
   "us_privacy"}`` with at least one of the two strings; see
   :mod:`ketch_spark.consent.tcf` for how they become choices. ``ts`` is needed
@@ -471,11 +472,17 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     dtypes = dict(df.dtypes)
     if "purposes" in df.columns:
         _require_columns(df, ("org_id", "user_id", "ts"), "parquet consent input (JSON shape)")
+        if not dtypes["purposes"].startswith("map<"):
+            raise SchemaError(
+                f"parquet consent input {', '.join(paths)}: column purposes is {dtypes['purposes']}; "
+                "expected map<string,boolean> (purpose name -> choice)"
+            )
         event_ts = _ts_from_any(F.col("ts"), dtypes["ts"])
-        entries = F.map_entries(F.col("purposes").cast("map<string,boolean>"))
+        boolean_values = dtypes["purposes"].endswith(",boolean>")
         choices = F.transform(
-            entries,
-            lambda e: F.struct(e["key"].alias("purpose"), e["value"].alias("granted"), e["value"].isNotNull().alias("choice_ok"), event_ts.alias("event_ts")),
+            F.map_entries("purposes"),
+            lambda e: F.struct(e["key"].cast("string").alias("purpose"), *_map_choice(e["value"], boolean_values),
+                               event_ts.alias("event_ts")),
         )
         return base.select(
             "raw", "source_file",
@@ -502,6 +509,12 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
     )
     return _single_choice_records(selected, granted, choice_ok, F.lit(None).cast("string"), F.lit(None).cast("string"))
+
+
+def _map_choice(value: Column, is_boolean: bool) -> tuple[Column, Column]:
+    """(granted, choice_ok) of a ``purposes`` map value: a boolean as it is, anything else read like a CSV choice."""
+    granted, choice_ok = (value, value.isNotNull()) if is_boolean else _choice_from_text(value.cast("string"))
+    return granted.alias("granted"), choice_ok.alias("choice_ok")
 
 
 def _parquet_ids(dtypes: dict[str, str]) -> list[Column]:
