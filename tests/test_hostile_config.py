@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from ketch_spark.catalog.classify import ClassifierSettings
 from ketch_spark.config import load_config
+from ketch_spark.connectors.jdbc import jdbc_sources
 from ketch_spark.errors import ConfigError, PolicyError
 from ketch_spark.policy import load_policy
 
@@ -229,3 +230,26 @@ def test_a_path_that_cannot_be_one_is_a_config_error(tmp_path, key, value):
     path = _write(tmp_path, _dump({key: value}))
     with pytest.raises(ConfigError, match=f"{path}: {key}: cannot be used as a path"):
         load_config(path)
+
+
+@_SETTINGS
+@given(key=st.sampled_from(["url", "user", "password", "schemas", "connect_timeout"]), value=yaml_values,
+       as_list=st.booleans())
+def test_jdbc_connector_entry_with_one_value_replaced(key, value, as_list):
+    entry = {"url": "jdbc:postgresql://127.0.0.1:5432/dw", "user": "reader", "password": "p", "schemas": ["public"],
+             "connect_timeout": 5, key: value}
+    try:
+        sources = jdbc_sources({"jdbc": [entry] if as_list else entry})
+    except ConfigError as exc:
+        assert "connectors.jdbc" in str(exc) or "PostgreSQL URL" in str(exc), str(exc)
+    else:
+        assert len(sources) == 1
+
+
+@_SETTINGS
+@given(value=yaml_values)
+def test_jdbc_connectors_section_of_any_shape(value):
+    try:
+        jdbc_sources({"jdbc": value})
+    except ConfigError as exc:
+        assert "connectors.jdbc" in str(exc) or "PostgreSQL URL" in str(exc), str(exc)
