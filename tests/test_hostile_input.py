@@ -217,20 +217,31 @@ def _user_of(line: str, fmt: str) -> str | None:
 # --- JSON lines (API and SDK log records) --------------------------------------------------------
 
 
+#: Lines no generator writes by chance: a key given twice, deep nesting, escapes of lone surrogates and NUL.
+_SPECIAL_JSON_LINES = [
+    f'{{"org_id": "{ORG}", "user_id": "{_PLACEHOLDER}", "user_id": "x", "ts": "{TS}", "purposes": {{"analytics": true}}}}',
+    f'{{"org_id": "{ORG}", "user_id": "{_PLACEHOLDER}", "ts": "{TS}", "purposes": {{"analytics": true, "analytics": false}}}}',
+    f'{{"org_id": "{ORG}", "user_id": "{_PLACEHOLDER}", "ts": "{TS}", "x": {"[" * 2000}1{"]" * 2000}}}',
+    f'{{"org_id": "{ORG}\\ud800", "user_id": "{_PLACEHOLDER}\\udc00", "ts": "{TS}", "purposes": {{"analytics\\u0000": true}}}}',
+]
+
+
 def _json_batch(n: int) -> Batch:
     batch = Batch()
     _valid_json_records(batch, batch.tag)
     _hostile(batch, hostile_json_record(), n)
+    batch.hostile += [line.replace(_PLACEHOLDER, f"fz-{batch.tag}-s{i}") for i, line in enumerate(_SPECIAL_JSON_LINES)]
     return batch
 
 
 def test_hostile_json_lines(spark, warehouse):
-    _ingest_and_check(spark, warehouse, _json_batch(_FAST_RECORDS), "json", "jsonl", validate=True)
+    _ingest_and_check(spark, warehouse, _json_batch(_FAST_RECORDS), "json", "jsonl")
 
 
 @pytest.mark.slow  # several Spark ingests of a few hundred records each
 @pytest.mark.parametrize("round_", range(_SLOW_ROUNDS))
 def test_hostile_json_lines_many(spark, warehouse, round_):
+    # the first round also runs the batch expectations on the hostile records (their sources are random too)
     _ingest_and_check(spark, warehouse, _json_batch(_SLOW_RECORDS), "json", "jsonl", validate=round_ == 0)
 
 

@@ -276,6 +276,8 @@ _RECORD_FIELDS = (
     ("source", "$.source", "string"),
 )
 _STRING = "STRING"
+#: Detail of a line that does not parse as one JSON object (Spark's parser refuses a key given twice).
+_NOT_AN_OBJECT = "not a JSON object (not valid JSON, or a key given twice)"
 
 
 def _json_id(v: Column, name: str) -> tuple[Column, Column]:
@@ -334,7 +336,7 @@ def _json_records(spark: SparkSession, paths: Sequence[str], *, gpp: bool = Fals
     )
     stray_gpp = F.lit(False) if gpp else ~_blank(F.col("gpp_string"))
     pre_reason, pre_detail = _first_match([
-        (~F.col("is_object"), "malformed_record", "not a JSON object"),
+        (~F.col("is_object"), "malformed_record", _NOT_AN_OBJECT),
         (stray_gpp, "malformed_record", "the record carries a gpp_string: ingest GPP strings with --format gpp"),
     ])
     no_choice = F.coalesce(F.size(choices), F.lit(0)) == 0
@@ -556,7 +558,7 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
         .when(has_usp & _blank(F.col("ts_text")), F.lit("invalid_timestamp"))
     )
     pre_detail = (
-        F.when(~F.col("is_object"), F.lit("not a JSON object"))
+        F.when(~F.col("is_object"), F.lit(_NOT_AN_OBJECT))
         .when(~has_tc & ~has_usp, F.lit("neither tc_string nor us_privacy"))
         .when(has_tc & ~F.coalesce(F.col("tc.valid"), F.lit(False)), F.lit("not a TCF v2 core segment (base64url, >= 213 bits, version 2)"))
         .when(has_usp & ~F.coalesce(us_privacy_valid("us_privacy"), F.lit(False)), F.lit("expected 1 then three of Y, N, -"))
