@@ -64,7 +64,7 @@ def personal_values(spark, paths: dict[str, str]) -> set[str]:
     """Every email (as written and lower-cased) and user id of the generated profiles and logs."""
     values: set[str] = {PHONE, PHONE.replace(" ", "")}
     for row in spark.read.format("delta").load(paths["profiles"]).select("email", "user_id").collect():
-        values |= {row.email, row.email.lower(), row.user_id}
+        values |= {v for v in (row.email, row.email and row.email.lower(), row.user_id) if v}  # null once obfuscated
     for row in spark.read.json(paths["logs"]).select("email", "user_id").collect():
         values |= {v for v in (row.email, row.user_id) if v}
     return values
