@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
 
 from ketch_spark.errors import ConfigError
 
-__all__ = ["load_yaml_file"]
+__all__ = ["load_yaml_file", "unknown_keys"]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -20,6 +22,10 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, found a {type(key).__name__}", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -45,13 +51,17 @@ def load_yaml_file(path: str | Path, error_cls: type[ConfigError] = ConfigError)
         The parsed mapping (empty when the file is empty).
 
     Raises:
-        ConfigError: The file is missing, is not valid YAML, repeats a key or is not a mapping.
+        ConfigError: The file is missing, is not UTF-8 or not valid YAML, repeats a key or is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise error_cls(f"{path}: file not found; pass an existing YAML file (see conf/ in the repository)")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error_cls(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded); save the file as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         raise error_cls(f"{path}: invalid YAML: {exc}") from exc
     if data is None:
@@ -59,3 +69,9 @@ def load_yaml_file(path: str | Path, error_cls: type[ConfigError] = ConfigError)
     if not isinstance(data, dict):
         raise error_cls(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     return data
+
+
+def unknown_keys(mapping: Mapping[Any, Any], allowed: Iterable[str]) -> list[str]:
+    """The keys of ``mapping`` not in ``allowed``, sorted, as text for a message (a YAML key may be a number or null)."""
+    known = set(allowed)
+    return sorted(key if isinstance(key, str) else json.dumps(key, default=str) for key in mapping if key not in known)

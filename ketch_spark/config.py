@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ketch_spark._yaml import load_yaml_file
+from ketch_spark._yaml import load_yaml_file, unknown_keys
 from ketch_spark.errors import ConfigError
 
 __all__ = [
@@ -269,6 +269,14 @@ def _normalise_location(location: str) -> str:
     return str(Path(location).expanduser().resolve())
 
 
+def _check_path(value: str, source: str | None, key: str) -> None:
+    """Raises when ``value`` cannot be a path: a NUL character, or ``~name`` of a user this machine does not know."""
+    try:
+        _normalise_location(value)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{_where(source, key)}: cannot be used as a path ({exc}), found {value!r}") from None
+
+
 def _where(source: str | None, key: str) -> str:
     return f"{source or '<config>'}: {key}"
 
@@ -316,7 +324,7 @@ def _section(data: Mapping[str, Any], name: str, source: str | None, allowed: tu
     raw = data.get(name) or {}
     _expect(raw, dict, source, name, "a mapping")
     if allowed is not None:
-        unknown = sorted(set(raw) - set(allowed))
+        unknown = unknown_keys(raw, allowed)
         if unknown:
             raise ConfigError(
                 f"{_where(source, name)}: unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}"
@@ -333,7 +341,7 @@ def _obfuscation_rule(raw: Any, source: str | None, key: str) -> ObfuscationRule
     if isinstance(raw, str):
         raw = {"method": raw}
     _expect(raw, dict, source, key, "a method name or a mapping {method, value}")
-    unknown = sorted(set(raw) - {"method", "value"})
+    unknown = unknown_keys(raw, ("method", "value"))
     if unknown:
         raise ConfigError(f"{_where(source, key)}: unknown key(s) {', '.join(unknown)}; expected method, value")
     method = raw.get("method")
@@ -368,7 +376,7 @@ def dsr_settings_from_mapping(raw: Mapping[str, Any], source: str | None = None)
     Raises:
         ConfigError: A key is unknown or a value has the wrong type or range.
     """
-    unknown = sorted(set(raw) - set(_DSR_KEYS))
+    unknown = unknown_keys(raw, _DSR_KEYS)
     if unknown:
         raise ConfigError(f"{_where(source, 'dsr')}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_DSR_KEYS)}")
     region = raw.get("default_phone_region")
@@ -389,7 +397,7 @@ def dsr_settings_from_mapping(raw: Mapping[str, Any], source: str | None = None)
         )
     obfuscate = raw.get("obfuscate") or {}
     _expect(obfuscate, dict, source, "dsr.obfuscate", "a mapping with default, categories, columns")
-    unknown = sorted(set(obfuscate) - set(_OBFUSCATE_KEYS))
+    unknown = unknown_keys(obfuscate, _OBFUSCATE_KEYS)
     if unknown:
         raise ConfigError(f"{_where(source, 'dsr.obfuscate')}: unknown key(s) {', '.join(unknown)}; "
                           f"expected {', '.join(_OBFUSCATE_KEYS)}")
@@ -465,18 +473,21 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
     Raises:
         ConfigError: A key is unknown or a value has the wrong type or range.
     """
-    unknown = sorted(set(data) - set(_KNOWN_KEYS))
+    unknown = unknown_keys(data, _KNOWN_KEYS)
     if unknown:
         raise ConfigError(f"{source or '<config>'}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_KNOWN_KEYS)}")
     warehouse = _expect(data.get("warehouse", _DEFAULT_WAREHOUSE), str, source, "warehouse", "a path or URI string")
     if not warehouse.strip():
         raise ConfigError(f"{_where(source, 'warehouse')}: must not be empty")
+    _check_path(warehouse, source, "warehouse")
     policy = _expect(data.get("policy", _DEFAULT_POLICY), str, source, "policy", "a path to policy.yaml")
+    _check_path(policy, source, "policy")
     if base_dir is not None and not Path(policy).is_absolute():
         policy = str(_policy_next_to(base_dir, policy))
     jars_dir = data.get("jars_dir")
     if jars_dir is not None:
         _expect(jars_dir, str, source, "jars_dir", "a folder path")
+        _check_path(jars_dir, source, "jars_dir")
     spark_raw = _section(data, "spark", source, None)
     spark = {}
     for key, value in spark_raw.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ketch_spark._yaml import load_yaml_file
+from ketch_spark._yaml import load_yaml_file, unknown_keys
 from ketch_spark.errors import PolicyError, UnknownPurposeError
 
 __all__ = [
@@ -132,7 +132,7 @@ def _parse_purpose(name: Any, raw: Any, source: str | None) -> Purpose:
         raise _fail(source, where, "a purpose key must be a lower-case identifier such as 'email_marketing'")
     if not isinstance(raw, dict):
         raise _fail(source, where, f"expected a mapping with bit and legal_basis, found {raw!r}")
-    unknown = sorted(set(raw) - set(_PURPOSE_KEYS))
+    unknown = unknown_keys(raw, _PURPOSE_KEYS)
     if unknown:
         raise _fail(source, where, f"unknown key(s) {', '.join(unknown)}; expected {', '.join(_PURPOSE_KEYS)}")
     bit = raw.get("bit")
@@ -152,7 +152,7 @@ def _parse_purpose(name: Any, raw: Any, source: str | None) -> Purpose:
 def _check_known(names: Iterable[Any], purposes: Mapping[str, Purpose], source: str | None, where: str) -> tuple[str, ...]:
     result = []
     for name in names:
-        if name not in purposes:
+        if not isinstance(name, str) or name not in purposes:
             raise _fail(source, where, f"unknown purpose {name!r}; declared purposes: {', '.join(sorted(purposes))}")
         result.append(name)
     return tuple(result)
@@ -180,7 +180,7 @@ def policy_from_mapping(data: Mapping[str, Any], source: str | None = None) -> P
         PolicyError: Naming the entry at fault: duplicate bits, bits out of range,
             unknown legal basis, unknown keys, or mappings to undeclared purposes.
     """
-    unknown = sorted(set(data) - {"version", "purposes", "tcf", "us_privacy", "gpp"})
+    unknown = unknown_keys(data, ("version", "purposes", "tcf", "us_privacy", "gpp"))
     if unknown:
         raise _fail(source, "top level", f"unknown key(s) {', '.join(unknown)}; expected version, purposes, tcf, us_privacy, gpp")
     raw_purposes = data.get("purposes")
@@ -201,7 +201,10 @@ def policy_from_mapping(data: Mapping[str, Any], source: str | None = None) -> P
     if not isinstance(tcf_raw, dict) or set(tcf_raw) - {"purposes"}:
         raise _fail(source, "tcf", "expected a mapping with one key, purposes: {tcf_id: [our purposes]}")
     tcf_purposes: dict[int, tuple[str, ...]] = {}
-    for tcf_id, names in (tcf_raw.get("purposes") or {}).items():
+    tcf_mapping = tcf_raw.get("purposes") or {}
+    if not isinstance(tcf_mapping, dict):
+        raise _fail(source, "tcf.purposes", f"expected a mapping of TCF purpose id (1-11) to [our purposes], found {tcf_mapping!r}")
+    for tcf_id, names in tcf_mapping.items():
         if not isinstance(tcf_id, int) or tcf_id not in _TCF_PURPOSE_IDS:
             raise _fail(source, f"tcf.purposes.{tcf_id}", "TCF purpose ids go from 1 to 11")
         names = [names] if isinstance(names, str) else names

@@ -160,23 +160,27 @@ class ClassifierSettings:
             ConfigError: An override is malformed or names an unknown category.
         """
         section = cfg.section("catalog")
+        where = f"{cfg.source or '<config>'}: catalog"
         sample_rows = section.get("sample_rows", 200)
         if not isinstance(sample_rows, int) or isinstance(sample_rows, bool) or sample_rows <= 0:
-            raise ConfigError(f"catalog.sample_rows: expected a positive integer, found {sample_rows!r}")
+            raise ConfigError(f"{where}.sample_rows: expected a positive integer, found {sample_rows!r}")
         min_confidence = section.get("min_confidence", 0.5)
         if not isinstance(min_confidence, (int, float)) or not 0 <= float(min_confidence) <= 1:
-            raise ConfigError(f"catalog.min_confidence: expected a number in [0, 1], found {min_confidence!r}")
-        return cls(sample_rows, float(min_confidence), tuple(_override(o) for o in section.get("overrides") or []))
+            raise ConfigError(f"{where}.min_confidence: expected a number in [0, 1], found {min_confidence!r}")
+        overrides = section.get("overrides") or []
+        if not isinstance(overrides, list):
+            raise ConfigError(f"{where}.overrides: expected a list of {{asset, column, category}}, found {overrides!r}")
+        return cls(sample_rows, float(min_confidence), tuple(_override(o, f"{where}.overrides") for o in overrides))
 
 
-def _override(raw: Any) -> Override:
+def _override(raw: Any, where: str) -> Override:
     if not isinstance(raw, Mapping) or "column" not in raw:
-        raise ConfigError(f"catalog.overrides: each entry needs 'column' (and 'asset'), found {raw!r}")
+        raise ConfigError(f"{where}: each entry needs 'column' (and 'asset'), found {raw!r}")
     exclude = bool(raw.get("exclude", False))
     category = raw.get("category")
     if not exclude and category not in CATEGORIES:
         raise ConfigError(
-            f"catalog.overrides: category must be one of {', '.join(CATEGORIES)} (or exclude: true), found {category!r}"
+            f"{where}: category must be one of {', '.join(CATEGORIES)} (or exclude: true), found {category!r}"
         )
     return Override(asset=str(raw.get("asset", "*")), column=str(raw["column"]), category=category, exclude=exclude)
 

@@ -132,6 +132,11 @@ def _source_from(entry: Mapping[str, Any]) -> JdbcSource:
     schemas = entry.get("schemas") or ()
     if isinstance(schemas, str):
         schemas = (schemas,)
+    if not isinstance(schemas, (list, tuple)):
+        raise ConfigError(f"connectors.jdbc.schemas: expected a schema name or a list of them, found {schemas!r}")
+    timeout = entry.get("connect_timeout", 10)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError(f"connectors.jdbc.connect_timeout: expected a positive number of seconds, found {timeout!r}")
     return JdbcSource(
         host=host,
         port=port,
@@ -139,7 +144,7 @@ def _source_from(entry: Mapping[str, Any]) -> JdbcSource:
         user=str(entry.get("user") or ""),
         password=None if password is None else str(password),
         schemas=tuple(str(s) for s in schemas),
-        connect_timeout=int(entry.get("connect_timeout", 10)),
+        connect_timeout=timeout,
     )
 
 
@@ -147,10 +152,12 @@ def jdbc_sources(connectors: Mapping[str, Any]) -> list[JdbcSource]:
     """The configured warehouses of a ``connectors`` section.
 
     Raises:
-        ConfigError: An entry lacks a URL, or names an unset password variable.
+        ConfigError: An entry lacks a URL or has a value of the wrong type, or names an unset password variable.
     """
     raw = connectors.get("jdbc") or []
-    entries = [raw] if isinstance(raw, Mapping) else list(raw)
+    if not isinstance(raw, (Mapping, list)):
+        raise ConfigError(f"connectors.jdbc: expected one mapping or a list of them, found {raw!r}")
+    entries = [raw] if isinstance(raw, Mapping) else raw
     return [_source_from(entry) for entry in entries]
 
 

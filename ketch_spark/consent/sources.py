@@ -13,7 +13,8 @@ Formats (``fmt``):
   ``granted`` is ``true``/``false`` (or ``1``/``0``).
 * ``parquet``: the CSV columns (``ts`` a timestamp or ISO-8601 string,
   ``granted`` a boolean or a CSV-style string) or the JSON shape with a
-  ``purposes`` map<string, boolean> column.
+  ``purposes`` map<string, boolean> column (values of another type are read
+  like CSV choices; a ``purposes`` column that is no map stops the ingest).
 * ``tcf``: JSON lines ``{"org_id", "user_id", "ts", "source", "tc_string",
   "us_privacy"}`` with at least one of the two strings; see
   :mod:`ketch_spark.consent.tcf` for how they become choices. ``ts`` is needed
@@ -277,6 +278,8 @@ _RECORD_FIELDS = (
     ("source", "$.source", "string"),
 )
 _STRING = "STRING"
+#: Detail of a line that does not parse as one JSON object (Spark's parser refuses a key given twice).
+_NOT_AN_OBJECT = "not a JSON object (not valid JSON, or a key given twice)"
 
 
 def _json_id(v: Column, name: str) -> tuple[Column, Column]:
@@ -335,7 +338,7 @@ def _json_records(spark: SparkSession, paths: Sequence[str], *, gpp: bool = Fals
     )
     stray_gpp = F.lit(False) if gpp else ~_blank(F.col("gpp_string"))
     pre_reason, pre_detail = _first_match([
-        (~F.col("is_object"), "malformed_record", "not a JSON object"),
+        (~F.col("is_object"), "malformed_record", _NOT_AN_OBJECT),
         (stray_gpp, "malformed_record", "the record carries a gpp_string: ingest GPP strings with --format gpp"),
     ])
     no_choice = F.coalesce(F.size(choices), F.lit(0)) == 0
@@ -473,11 +476,17 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     dtypes = dict(df.dtypes)
     if "purposes" in df.columns:
         _require_columns(df, ("org_id", "user_id", "ts"), "parquet consent input (JSON shape)")
+        if not dtypes["purposes"].startswith("map<"):
+            raise SchemaError(
+                f"parquet consent input {', '.join(paths)}: column purposes is {dtypes['purposes']}; "
+                "expected map<string,boolean> (purpose name -> choice)"
+            )
         event_ts = _ts_from_any(F.col("ts"), dtypes["ts"])
-        entries = F.map_entries(F.col("purposes").cast("map<string,boolean>"))
+        boolean_values = dtypes["purposes"].endswith(",boolean>")
         choices = F.transform(
-            entries,
-            lambda e: F.struct(e["key"].alias("purpose"), e["value"].alias("granted"), e["value"].isNotNull().alias("choice_ok"), event_ts.alias("event_ts")),
+            F.map_entries("purposes"),
+            lambda e: F.struct(e["key"].cast("string").alias("purpose"), *_map_choice(e["value"], boolean_values),
+                               event_ts.alias("event_ts")),
         )
         return base.select(
             "raw", "source_file",
@@ -504,6 +513,12 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         (F.col("source").cast("string") if "source" in df.columns else F.lit(None).cast("string")).alias("source"),
     )
     return _single_choice_records(selected, granted, choice_ok, F.lit(None).cast("string"), F.lit(None).cast("string"))
+
+
+def _map_choice(value: Column, is_boolean: bool) -> tuple[Column, Column]:
+    """(granted, choice_ok) of a ``purposes`` map value: a boolean as it is, anything else read like a CSV choice."""
+    granted, choice_ok = (value, value.isNotNull()) if is_boolean else _choice_from_text(value.cast("string"))
+    return granted.alias("granted"), choice_ok.alias("choice_ok")
 
 
 def _parquet_ids(dtypes: dict[str, str]) -> list[Column]:
@@ -545,7 +560,7 @@ def _tcf_records(spark: SparkSession, paths: Sequence[str], policy: Policy) -> D
         .when(has_usp & _blank(F.col("ts_text")), F.lit("invalid_timestamp"))
     )
     pre_detail = (
-        F.when(~F.col("is_object"), F.lit("not a JSON object"))
+        F.when(~F.col("is_object"), F.lit(_NOT_AN_OBJECT))
         .when(~has_tc & ~has_usp, F.lit("neither tc_string nor us_privacy"))
         .when(has_tc & ~F.coalesce(F.col("tc.valid"), F.lit(False)), F.lit("not a TCF v2 core segment (base64url, >= 213 bits, version 2)"))
         .when(has_usp & ~F.coalesce(us_privacy_valid("us_privacy"), F.lit(False)), F.lit("expected 1 then three of Y, N, -"))
