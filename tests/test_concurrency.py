@@ -171,6 +171,7 @@ def test_two_compactions_at_once_apply_each_event_once(spark, base_config, root,
     _assert_equals_clean_rebuild(spark, cfg, (0, 1))
 
 
+@pytest.mark.slow  # make test's time; two compactions at once stay in it
 def test_ingest_while_compaction_runs(spark, base_config, root, wide_policy):
     cfg = _cfg(base_config, root, wide_policy, "ingest-and-compact")
     _append_batch(spark, cfg, 0)

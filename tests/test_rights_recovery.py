@@ -142,8 +142,10 @@ def test_uninterrupted_run_applies_the_story_soft_delete(spark, reference):
     assert state["signups"].where(F.col("email").isin(_email(1), _email(12))).count() == 0
 
 
-@pytest.mark.parametrize("faults", ["rights.files.before_swap,rights.delta.before_delete",
-                                    "rights.files.mid_swap,rights.delta.after_delete"])
+@pytest.mark.parametrize("faults", [
+    "rights.files.before_swap,rights.delta.before_delete",
+    pytest.param("rights.files.mid_swap,rights.delta.after_delete", marks=pytest.mark.slow),  # make test's time
+])
 def test_fault_then_rerun_ends_like_an_uninterrupted_run(spark, base_config, pristine, reference, tmp_path,
                                                          monkeypatch, faults):
     root = tmp_path / "lake"

@@ -122,6 +122,7 @@ def restored_session_conf(spark):
             spark.conf.set(key, before[key])
 
 
+@pytest.mark.slow  # every command in turn, about 80 s: `make test-slow` (and CI) runs it
 def test_no_secret_or_personal_value_reaches_output_logs_errors_or_the_catalog(
     spark, tmp_path, capsys, caplog, monkeypatch, restored_session_conf
 ):
