@@ -34,6 +34,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from py4j.java_gateway import JavaClass
 from py4j.protocol import Py4JError
@@ -48,6 +49,7 @@ __all__ = [
     "KEPT_RELATIONS_CONF",
     "build_extension_jar",
     "compile_scala",
+    "install_built_jar",
     "try_build_extension_jar",
     "extension_active",
     "extension_jar",
@@ -108,6 +110,22 @@ def _compile(output: Path) -> None:
     compile_scala([_SOURCE, build_info], output)
 
 
+def install_built_jar(target: Path, stem: str, build: Callable[[Path], None]) -> Path:
+    """Builds a jar with ``build(staged_path)`` beside ``target``, moves it there, and removes older ``stem-*.jar``.
+
+    A failed build leaves the installed jars as they were.
+    """
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        build(staged)
+        staged.replace(target)
+    for old in target.parent.glob(f"{stem}-*.jar"):
+        if old != target:
+            old.unlink()
+    logger.info("built %s", target.name)
+    return target
+
+
 def compile_scala(sources: list[Path], output: Path, classpath: list[str] | None = None) -> None:
     """Compiles Scala ``sources`` into the jar ``output`` with the compiler pyspark bundles (no download).
 
@@ -149,16 +167,7 @@ def build_extension_jar(jars_dir: Path) -> Path:
     built = extension_jar(jars_dir)
     if built is not None:
         return built
-    target = jars_dir / _jar_name()
-    with tempfile.TemporaryDirectory(dir=jars_dir) as tmp:
-        staged = Path(tmp) / target.name
-        _compile(staged)
-        staged.replace(target)
-    for old in jars_dir.glob(f"{_JAR_STEM}-*.jar"):
-        if old != target:
-            old.unlink()
-    logger.info("built %s", target.name)
-    return target
+    return install_built_jar(jars_dir / _jar_name(), _JAR_STEM, _compile)
 
 
 def try_build_extension_jar(jars_dir: Path) -> Path | None:

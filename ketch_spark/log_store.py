@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 from pathlib import Path
 
 from ketch_spark.config import KetchConfig
 from ketch_spark.errors import JarsNotInstalledError, KetchError
-from ketch_spark.extensions import compile_scala
+from ketch_spark.extensions import compile_scala, install_built_jar
 
 __all__ = [
     "LOG_STORE_CLASS",
@@ -86,16 +85,8 @@ def build_log_store_jar(jars_dir: Path) -> Path:
     if built is not None:
         return built
     classpath = installed_jar_paths(jars_dir, ["delta", "s3"])
-    target = jars_dir / _jar_name()
-    with tempfile.TemporaryDirectory(dir=jars_dir) as tmp:
-        staged = Path(tmp) / target.name
-        compile_scala([_SOURCE], staged, classpath)
-        staged.replace(target)
-    for old in jars_dir.glob(f"{_JAR_STEM}-*.jar"):
-        if old != target:
-            old.unlink()
-    logger.info("built %s", target.name)
-    return target
+    return install_built_jar(jars_dir / _jar_name(), _JAR_STEM,
+                             lambda staged: compile_scala([_SOURCE], staged, classpath))
 
 
 def try_build_log_store_jar(jars_dir: Path) -> Path | None:
