@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import pytest
 import yaml
@@ -34,19 +35,23 @@ EVENT_SCHEMA = (
 )
 
 
+def write_wide_policy(path: Path) -> str:
+    """Writes a policy of :data:`PURPOSES` (one purpose on bit 127: two-word bitmaps) to ``path``; its path."""
+    path.write_text(
+        yaml.safe_dump({"purposes": {n: {"bit": b, "legal_basis": basis} for n, (b, basis) in PURPOSES.items()}}),
+        encoding="utf-8",
+    )
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def wide_cfg(spark, base_config, tmp_path_factory):
     """A config whose policy has a purpose on bit 127 (two-word bitmaps)."""
     root = tmp_path_factory.mktemp("compact")
-    policy_file = root / "policy.yaml"
-    policy_file.write_text(
-        yaml.safe_dump({"purposes": {n: {"bit": b, "legal_basis": basis} for n, (b, basis) in PURPOSES.items()}}),
-        encoding="utf-8",
-    )
     cfg = base_config.with_warehouse(root / "warehouse")
     from dataclasses import replace
 
-    return replace(cfg, policy_path=str(policy_file))
+    return replace(cfg, policy_path=write_wide_policy(root / "policy.yaml"))
 
 
 def _events_df(spark, rows, batch_id):

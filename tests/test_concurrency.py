@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from pyspark.sql import functions as F
 
 import ketch_spark.consent.compact as compact_module
@@ -27,7 +26,7 @@ from ketch_spark.consent.filter import consent_filter
 from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.tables import delta_table, read_table, table_version
 
-from test_compact import PURPOSES, T0, _append, _state, oracle
+from test_compact import write_wide_policy, T0, _append, _state, oracle
 
 USERS = [f"u{j}" for j in range(6)]
 
@@ -39,12 +38,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def wide_policy(root: Path) -> str:
-    path = root / "policy.yaml"
-    path.write_text(
-        yaml.safe_dump({"purposes": {n: {"bit": b, "legal_basis": basis} for n, (b, basis) in PURPOSES.items()}}),
-        encoding="utf-8",
-    )
-    return str(path)
+    return write_wide_policy(root / "policy.yaml")
 
 
 def _cfg(base_config, root: Path, wide_policy: str, name: str, **delta):

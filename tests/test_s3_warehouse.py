@@ -32,7 +32,7 @@ from ketch_spark.log_store import LOG_STORE_CLASS, LOG_STORE_SCHEME_KEY, log_sto
 from ketch_spark.tables import delta_table, read_table, table_version
 
 from services import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY
-from test_compact import PURPOSES, T0, _state, oracle
+from test_compact import write_wide_policy, T0, _state, oracle
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "ketch-warehouse"
@@ -52,12 +52,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def wide_policy(root: Path) -> str:
-    path = root / "policy.yaml"
-    path.write_text(
-        yaml.safe_dump({"purposes": {n: {"bit": b, "legal_basis": basis} for n, (b, basis) in PURPOSES.items()}}),
-        encoding="utf-8",
-    )
-    return str(path)
+    return write_wide_policy(root / "policy.yaml")
 
 
 def _s3_cfg(base_config, moto_server, wide_policy: str, prefix: str):
