@@ -97,6 +97,8 @@ def _catalog_list(spark, cfg: KetchConfig, args: argparse.Namespace) -> dict:  #
     return {"assets": len(rows)}
 
 
+#: Imported while Spark starts by the commands that validate consent batches (about 3 s on its own).
+_EXPECTATIONS = ("great_expectations",)
 _FOUND_HEADERS = ("asset", "column", "category", "identity type", "confidence", "method")
 
 
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "generate data and run every step on the embedded default",
                     ["ketch-spark demo", "ketch-spark demo --users 2000 --conf /tmp/ketch.yaml"])
     demo.add_argument("--users", type=int, default=20_000, help="number of synthetic users (default 20000)")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, preload=_EXPECTATIONS)
 
     consent = commands.add_parser("consent", help="consent signals: ingest and compact").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -353,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name of this delivery; ingesting the same records under the same id again does "
                              "nothing, the same id with other records is refused (default: derived from the "
                              "files' paths, sizes and times, so unchanged files are not ingested twice)")
-    ingest.set_defaults(handler=_consent_ingest, inputs_of=lambda args: args.input, table="consent/events")
+    ingest.set_defaults(handler=_consent_ingest, inputs_of=lambda args: args.input, table="consent/events",
+                        preload=_EXPECTATIONS)
     compact = _command(consent, "compact", "apply new consent events to consent/state (incremental)",
                        ["ketch-spark consent compact", "ketch-spark consent compact --batch-id cmp-2026-11-26",
                         "ketch-spark consent compact --full"],
@@ -501,10 +504,25 @@ def _failure_context(command: str, cfg: KetchConfig | None, args: argparse.Names
     )
 
 
-def _start_spark(cfg: KetchConfig, command: str):  # noqa: ANN202 - pyspark is imported on use
+def _import_in_background(modules: Sequence[str]) -> None:
+    """Imports ``modules`` in a daemon thread (slow imports, such as Great Expectations', overlap Spark's start)."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):  # the command's own import reports any problem
+                importlib.import_module(name)
+
+    if modules:
+        threading.Thread(target=load, name="ketch-preload", daemon=True).start()
+
+
+def _start_spark(cfg: KetchConfig, command: str, preload: Sequence[str] = ()):  # noqa: ANN202 - pyspark on use
     from ketch_spark.progress import report_progress
     from ketch_spark.session import jvm_notices_dropped, spark_session
 
+    _import_in_background(preload)  # after pyspark's own import: the two never wait on each other
     report_progress("start Spark")
     with jvm_notices_dropped():
         spark = spark_session(cfg, app_name=f"ketch-spark {command}")
@@ -547,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _preflight(cfg, args)
         with contextlib.redirect_stdout(io.StringIO()) if quiet else showing_progress(f"ketch-spark {command}"):
             if getattr(args, "needs_spark", True):
-                spark = _start_spark(cfg, command)
+                spark = _start_spark(cfg, command, getattr(args, "preload", ()))
             summary = args.handler(spark, cfg, args)
     except KetchError as exc:
         print(f"ketch-spark {command}: error: {exc}", file=sys.stderr)

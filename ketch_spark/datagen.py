@@ -14,6 +14,7 @@ generator agrees on who belongs to which customer.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -363,15 +364,21 @@ def generate_demo_data(spark: SparkSession, cfg: KetchConfig, *, n_users: int = 
         "profiles_parquet": cfg.path("lake/profiles_parquet"),
         "logs": cfg.path("raw/logs"),
     }
-    write_raw_consent(spark, policy, paths["consent_json"], fmt="json", n_users=n_users, seed=seed)
-    write_raw_consent(spark, policy, paths["consent_csv"], fmt="csv", n_users=max(1, n_users // 10), seed=seed + 1)
-    generate_user_events(spark, n_rows=n_users * 25, n_users=n_users, seed=seed).write.format("delta").mode(
-        "overwrite"
-    ).partitionBy("event_day").save(paths["user_events"])
     profiles = generate_profiles(spark, n_users=n_users, seed=seed)
-    profiles.write.format("delta").mode("overwrite").save(paths["profiles"])
-    profiles.write.mode("overwrite").partitionBy("org_id").parquet(paths["profiles_parquet"])
-    generate_raw_logs(spark, n_rows=n_users * 5, n_users=n_users, seed=seed).write.mode("overwrite").option(
-        "compression", "gzip"
-    ).json(paths["logs"])
+    writes = [
+        lambda: write_raw_consent(spark, policy, paths["consent_json"], fmt="json", n_users=n_users, seed=seed),
+        lambda: write_raw_consent(spark, policy, paths["consent_csv"], fmt="csv", n_users=max(1, n_users // 10),
+                                  seed=seed + 1),
+        lambda: generate_user_events(spark, n_rows=n_users * 25, n_users=n_users, seed=seed).write.format(
+            "delta").mode("overwrite").partitionBy("event_day").save(paths["user_events"]),
+        lambda: profiles.write.format("delta").mode("overwrite").save(paths["profiles"]),
+        lambda: profiles.write.mode("overwrite").partitionBy("org_id").parquet(paths["profiles_parquet"]),
+        lambda: generate_raw_logs(spark, n_rows=n_users * 5, n_users=n_users, seed=seed).write.mode(
+            "overwrite").option("compression", "gzip").json(paths["logs"]),
+    ]
+    # The datasets are independent: small jobs from several threads keep both cores busy
+    # while each job's driver-side planning and commit run.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="ketch-datagen") as pool:
+        for done in [pool.submit(write) for write in writes]:
+            done.result()
     return paths

@@ -66,6 +66,9 @@ def _create_tables(spark: SparkSession, cfg: KetchConfig, report: _Report) -> No
             report.line(f"{spec.relpath:<20} {table_path(cfg, name)}{part}")
 
 
+_EXPECTATION_OUTCOMES = {True: "passed", False: "failed (see the warning)", None: "not run"}
+
+
 def _ingest(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report: _Report) -> dict:
     from ketch_spark.consent.sources import ingest_consent
 
@@ -76,7 +79,7 @@ def _ingest(spark: SparkSession, cfg: KetchConfig, paths: dict[str, str], report
             outcome = (result.expectations or {}).get("success")
             report.line(
                 f"{fmt:<4} read {result.read:>8,}  accepted {result.accepted:>8,}  quarantined {result.quarantined:>6,}"
-                f"  duplicates {result.duplicates:>6,}  expectations {'passed' if outcome else outcome}"
+                f"  duplicates {result.duplicates:>6,}  expectations {_EXPECTATION_OUTCOMES[outcome]}"
             )
             for field in ("read", "accepted", "quarantined", "duplicates"):
                 totals[field] += getattr(result, field)

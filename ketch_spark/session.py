@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ from ketch_spark.log_store import log_store_jar, log_store_settings, required_lo
 from ketch_spark.preflight import check_warehouse_for_master
 from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
-__all__ = ["spark_session", "notebook_session", "jvm_notices_dropped", "JVM_NOTICES", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
+__all__ = ["spark_session", "notebook_session", "jvm_notices_dropped", "JVM_NOTICES", "JVM_STDOUT_NOTICES", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,17 +214,24 @@ def _process_output_to(log_file: Path) -> Iterator[None]:
 #: Lines the JDK itself prints at start-up that say nothing a user can act on (Spark's launcher
 #: always adds the incubating vector module, and the JDK announces it on stderr).
 JVM_NOTICES = ("WARNING: Using incubator modules:",)
+#: Lines Delta prints on the JVM's standard output (not through its log) after each VACUUM,
+#: between a command's human report and its JSON line.
+JVM_STDOUT_NOTICES = (re.compile(r"Deleted \d+ files and directories in a total of \d+ directories\.\s*$"),)
 
 
-def _relay_lines(source: int, target: int, dropped: tuple[str, ...]) -> None:
+def _relay_lines(source: int, target: int, dropped: tuple[str | re.Pattern[str], ...]) -> None:
     """Copies lines from file descriptor ``source`` to ``target`` until end of file, without ``dropped`` ones.
 
+    A dropped entry is a prefix or a pattern matched at the start of the line.
     Closes both descriptors at the end.
     """
+    prefixes = tuple(d for d in dropped if isinstance(d, str))
+    patterns = [d for d in dropped if not isinstance(d, str)]
     try:
         with os.fdopen(source, "rb") as lines_in:
             for line in iter(lines_in.readline, b""):
-                if not line.decode("utf-8", "replace").startswith(dropped):
+                text = line.decode("utf-8", "replace")
+                if not text.startswith(prefixes) and not any(p.match(text) for p in patterns):
                     with contextlib.suppress(OSError):
                         os.write(target, line)
     finally:
@@ -231,21 +239,32 @@ def _relay_lines(source: int, target: int, dropped: tuple[str, ...]) -> None:
 
 
 @contextlib.contextmanager
-def jvm_notices_dropped(dropped: tuple[str, ...] = JVM_NOTICES) -> Iterator[None]:
-    """A JVM started in the block writes its stderr through a relay that drops the JDK's ``dropped`` notices.
-
-    Everything else the JVM writes (errors, Spark's warnings at the configured level)
-    still reaches this process's stderr, for the JVM's whole life; this process's own
-    stderr is untouched once the block ends.
-    """
+def _relayed(fd: int, dropped: tuple[str | re.Pattern[str], ...]) -> Iterator[None]:
+    """While the block runs, ``fd`` points at a relay to its old target that drops ``dropped`` lines."""
     read_end, write_end = os.pipe()
-    relay = threading.Thread(target=_relay_lines, args=(read_end, os.dup(2), dropped), name="jvm-stderr", daemon=True)
+    relay = threading.Thread(target=_relay_lines, args=(read_end, os.dup(fd), dropped), name=f"jvm-fd{fd}",
+                             daemon=True)
     relay.start()
     try:
-        with _descriptors_pointed_at(write_end, (2,)):
+        with _descriptors_pointed_at(write_end, (fd,)):
             yield
     finally:
         os.close(write_end)  # the JVM holds its own copy: the relay ends when the JVM does
+
+
+@contextlib.contextmanager
+def jvm_notices_dropped(dropped: tuple[str, ...] = JVM_NOTICES,
+                        dropped_stdout: tuple[str | re.Pattern[str], ...] = JVM_STDOUT_NOTICES) -> Iterator[None]:
+    """A JVM started in the block writes its stderr and stdout through relays that drop notices.
+
+    ``dropped`` (the JDK's start-up notices) leave its stderr, ``dropped_stdout``
+    (Delta's VACUUM counts) its stdout. Everything else the JVM writes (errors,
+    Spark's warnings at the configured level) still reaches this process's
+    stderr and stdout, for the JVM's whole life; this process's own descriptors
+    are untouched once the block ends.
+    """
+    with _relayed(2, dropped), _relayed(1, dropped_stdout):
+        yield
 
 
 def notebook_session(

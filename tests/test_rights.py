@@ -340,3 +340,29 @@ def test_a_tables_delete_and_obfuscate_batches_share_one_purge(spark, scenario):
                   .orderBy("version").collect()]
     # one statement per batch, then one purge of the deletion vectors both left
     assert operations[operations.index("DELETE"):] == ["DELETE", "UPDATE", "REORG"], operations
+
+
+@pytest.mark.parametrize("hours", [168, 0])
+def test_vacuum_runs_only_once_a_removed_file_can_have_passed_the_retention(spark, base_config, tmp_path, caplog, hours):
+    import logging
+
+    from ketch_spark.connectors import Asset, connector_for
+    from ketch_spark.connectors.base import PersonalColumn
+    from ketch_spark.rights.match import IDENTITIES_SCHEMA
+
+    location = f"file://{tmp_path / 'young'}"
+    spark.createDataFrame([("org-a", "u-1"), ("org-a", "u-2")], "org_id string, user_id string") \
+        .coalesce(1).write.format("delta").save(location)
+    settings = dsr_settings_from_mapping({"vacuum_retention_hours": hours, "allow_short_retention": True})
+    cfg = dataclasses.replace(base_config, dsr=settings)
+    asset = Asset("file", location, "young", "delta",
+                  personal_columns=(PersonalColumn("user_id", "user_id", "user_id"),))
+    identities = spark.createDataFrame([("r-1", "org-a", "user_id", "u-1")], IDENTITIES_SCHEMA)
+    with caplog.at_level(logging.INFO, logger="ketch_spark.connectors.delta_rights"):
+        counts = connector_for(location, spark, cfg).erase(asset, identities, "delete")
+    assert counts.rows_changed == 1
+    skipped = [r for r in caplog.records if "VACUUM of" in r.getMessage() and "skipped" in r.getMessage()]
+    # a table younger than the retention has no removed file VACUUM could delete: not vacuumed
+    assert bool(skipped) == (hours == 168)
+    stored = {p.name for p in (tmp_path / "young").glob("*.parquet")}
+    assert len(stored) == (2 if hours else 1)  # with no retention the erased file is gone at once

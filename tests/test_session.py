@@ -184,7 +184,7 @@ def test_notebook_session_names_its_log_file_when_spark_cannot_start(base_config
         assert info.value.__notes__ == [f"the Spark JVM's output is in {tmp_path / 'ketch-spark-nb.log'}"]
 
 
-def test_a_jvm_started_by_the_cli_writes_its_stderr_without_the_jdks_notice(capfd):
+def test_a_jvm_started_by_the_cli_writes_without_the_jdks_notice_and_deltas_vacuum_counts(capfd):
     import subprocess
     import sys
 
@@ -192,6 +192,8 @@ def test_a_jvm_started_by_the_cli_writes_its_stderr_without_the_jdks_notice(capf
 
     child = ("import sys, time; print('WARNING: Using incubator modules: jdk.incubator.vector', file=sys.stderr); "
              "print('ERROR a real problem', file=sys.stderr, flush=True); time.sleep(0.5); "
+             "print('Deleted 0 files and directories in a total of 1 directories.', flush=True); "
+             "print('Deleted rows stay deleted', flush=True); "
              "print('WARN later, after the launch', file=sys.stderr)")
     with jvm_notices_dropped():
         # what py4j's launch does: a long-lived child inheriting stderr
@@ -201,12 +203,14 @@ def test_a_jvm_started_by_the_cli_writes_its_stderr_without_the_jdks_notice(capf
     import time
 
     deadline = time.monotonic() + 5
-    err = ""
-    while "after the launch" not in err and time.monotonic() < deadline:
+    err = out = ""
+    while ("after the launch" not in err or "stay deleted" not in out) and time.monotonic() < deadline:
         time.sleep(0.05)
-        err += capfd.readouterr().err
+        captured = capfd.readouterr()
+        err, out = err + captured.err, out + captured.out
     assert "incubator" not in err
     assert "ERROR a real problem" in err and "WARN later, after the launch" in err and "own line" in err
+    assert "in a total of" not in out and "Deleted rows stay deleted" in out
 
 
 def test_s3a_warehouse_commits_through_the_dynamodb_log_store(base_config):

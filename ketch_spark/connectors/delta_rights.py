@@ -287,8 +287,33 @@ class DeltaEraser:
         lowered = self.settings.allow_short_retention and self.settings.vacuum_retention_hours < 168
         return session_conf(self.spark, {_RETENTION_CHECK: "false"} if lowered else {})
 
+    def _history_within_retention(self) -> bool:
+        """Whether the table's first commit is younger than the vacuum retention.
+
+        Every file the table ever removed was removed at or after that commit, so
+        no removed file has passed the retention yet and a VACUUM would delete
+        nothing (a table whose first commit is no longer in its log is vacuumed).
+        """
+        try:
+            first = self._commit_actions(0)
+        except Exception:  # noqa: BLE001 - log cleaned up (or unreadable): let VACUUM decide
+            return False
+        created = next((a["commitInfo"].get("timestamp") for a in first if "commitInfo" in a), None)
+        if created is None:
+            return False
+        age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromtimestamp(created / 1000, dt.timezone.utc)
+        return age < dt.timedelta(hours=self.settings.vacuum_retention_hours)
+
     def _vacuum(self) -> None:
-        """VACUUM LITE (files the log says were removed: no listing of the table), else a full VACUUM."""
+        """VACUUM LITE (files the log says were removed: no listing of the table), else a full VACUUM.
+
+        Skipped while the whole table is younger than the retention (nothing it
+        removed can be deleted yet).
+        """
+        if self._history_within_retention():
+            logger.info("VACUUM of %s skipped: the table is younger than the %s-hour retention",
+                        self.asset.asset_id, self.settings.vacuum_retention_hours)
+            return
         quoted = self.asset.location.replace("`", "``")
         with self._retention_check():
             try:

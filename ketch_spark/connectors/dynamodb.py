@@ -38,6 +38,7 @@ from pyspark.sql import types as T
 from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
 from ketch_spark.connectors.dynamodb_rights import DynamoTable, plain_value
 from ketch_spark.errors import ConfigError, ConnectorError, ObfuscationError, PartialErasureError
+from ketch_spark.rights.match import batch_rows
 
 __all__ = ["DynamoDbConnector", "is_dynamodb_uri", "items_to_json_lines", "json_lines_frame"]
 
@@ -206,7 +207,7 @@ class DynamoDbConnector(Connector):
         """Items matching the batch as a DataFrame, with ``_request_id`` (one row per request and item)."""
         from ketch_spark.rights.match import REQUEST_ID_COLUMN
 
-        table = DynamoTable(self, asset, identities_df.collect())
+        table = DynamoTable(self, asset, batch_rows(identities_df))
         lines = []
         for found in table.matched_items(full=True):
             doc = json.loads(items_to_json_lines([found.item])[0])
@@ -238,7 +239,7 @@ class DynamoDbConnector(Connector):
 
         if mode not in ("delete", "obfuscate"):
             raise ConfigError(f"erasure mode must be delete or obfuscate, found {mode!r}")
-        table = DynamoTable(self, asset, identities_df.collect())
+        table = DynamoTable(self, asset, batch_rows(identities_df))
         try:
             matched = list(table.matched_items(full=mode == "obfuscate"))
         except (ConfigError, ConnectorError):
@@ -270,7 +271,7 @@ class DynamoDbConnector(Connector):
         """Items still matching the batch (re-read the way the erasure found them)."""
         import datetime as dt
 
-        table = DynamoTable(self, asset, identities_df.collect())
+        table = DynamoTable(self, asset, batch_rows(identities_df))
         remaining = sum(1 for _ in table.matched_items(full=False))
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return VerifyResult(remaining=remaining, physical_after=now)

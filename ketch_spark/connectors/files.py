@@ -394,9 +394,9 @@ class FileConnector(Connector):
     # -- rights ---------------------------------------------------------------------------------
 
     def _plan_for(self, asset: Asset, identities_df: DataFrame):  # noqa: ANN202 - (schema -> MatchPlan)
-        from ketch_spark.rights.match import match_plan
+        from ketch_spark.rights.match import batch_rows, match_plan
 
-        identities = identities_df.collect()
+        identities = batch_rows(identities_df)
         settings = self.cfg.dsr
         return lambda schema: match_plan(schema, asset, identities, settings.org_column,
                                          settings.default_phone_region)

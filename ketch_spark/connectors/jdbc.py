@@ -50,7 +50,7 @@ from ketch_spark.connectors.jdbc_rights import (
     unicode_collation,
 )
 from ketch_spark.errors import ConfigError, ConnectorError
-from ketch_spark.rights.match import phone_country_prefix
+from ketch_spark.rights.match import batch_rows, phone_country_prefix
 
 __all__ = ["JdbcConnector", "JdbcSource", "jdbc_sources", "is_jdbc_uri"]
 
@@ -431,7 +431,7 @@ class JdbcConnector(Connector):
 
         from ketch_spark.rights.match import REQUEST_ID_COLUMN
 
-        batch = identities_df.collect()  # before the connection opens: no transaction waits on Spark
+        batch = batch_rows(identities_df)  # before the connection opens: no transaction waits on Spark
 
         def work(conn: Any, table: PgTable) -> list[str]:
             self._stage_matches(conn, table, asset, batch)
@@ -480,7 +480,7 @@ class JdbcConnector(Connector):
         for _, _, mode in work:
             if mode not in ("delete", "obfuscate"):
                 raise ConfigError(f"erasure mode must be delete or obfuscate, found {mode!r}")
-        entries = [(asset, identities_df.collect(), mode) for asset, identities_df, mode in work]  # before connecting
+        entries = [(asset, batch_rows(identities_df), mode) for asset, identities_df, mode in work]  # before connecting
         source, _ = self.source_for(entries[0][0].properties["url"])
         tables = [PgTable.of(asset) for asset, _, _ in entries]
         try:
@@ -541,7 +541,7 @@ class JdbcConnector(Connector):
         """Rows still matching the batch, counted by the database."""
         import datetime as dt
 
-        batch = identities_df.collect()
+        batch = batch_rows(identities_df)
 
         def work(conn: Any, table: PgTable) -> int:
             self._stage_matches(conn, table, asset, batch)

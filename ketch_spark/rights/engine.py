@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors import Asset, Connector, connector_for, describe_error
-from ketch_spark.connectors.base import EraseCounts, PersonalColumn
+from ketch_spark.connectors.base import EraseCounts, PersonalColumn, VerifyResult
 from ketch_spark.connectors.delta_rights import APPEND_ONLY_ERASURE
 from ketch_spark.errors import ConfigError, ConnectorError, ObfuscationError, PartialErasureError
 from ketch_spark.progress import report_progress
@@ -223,6 +223,14 @@ class _Run:
         self.done = set() if dry_run else completed_work(spark, cfg, self.result.requests)
         self.errors: dict[str, list[str]] = {}
         self.connectors: dict[str, Connector] = {}
+        self.frames: dict[tuple, DataFrame] = {}
+
+    def identities(self, batch: Sequence[_Request]) -> DataFrame:
+        """The identities frame of ``batch``, one per distinct batch (its rows are then collected once)."""
+        key = tuple((r.request_id, r.org_id, tuple(sorted(r.identities.items()))) for r in batch)
+        if key not in self.frames:
+            self.frames[key] = _identities_df(self.spark, batch)
+        return self.frames[key]
 
     def connector(self, asset: Asset) -> Connector:
         if asset.system not in self.connectors:
@@ -285,10 +293,11 @@ def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]],
     """
     entries = _merged(work)
     connector = run.connector(entries[0][0])
-    frames = [_identities_df(run.spark, batch) for _, batch, _ in entries]
+    frames = [run.identities(batch) for _, batch, _ in entries]
     started, clock = utc_now(), time.perf_counter()
     results = connector.erase_all([(asset, frame, mode) for (asset, _, mode), frame in zip(entries, frames)])
     seconds = time.perf_counter() - clock
+    shared = _shared_verifications(run, connector, entries, frames, results)
     rows: list[AuditRow] = list(pending)
     outcome: list[EraseCounts | None] = []
     for (asset, batch, mode), frame, result in zip(entries, frames, results):
@@ -306,10 +315,41 @@ def _erase_together(run: _Run, work: list[tuple[Asset, list[_Request], str]],
             outcome.append(None)
             continue
         rows.append(_erase_row(run, asset, ids, mode, result, result.rows_by_request, OK, started, seconds))
-        rows.append(_verify_row(run, connector, asset, batch, frame, mode, result))
+        rows.append(_verify_row(run, connector, asset, batch, frame, mode, result, shared.get(asset.asset_id)))
         outcome.append(result)
     run.record(*rows)
     return outcome
+
+
+def _shared_verifications(run: _Run, connector: Connector, entries: list[tuple[Asset, list[_Request], str]],
+                          frames: list[DataFrame], results: list[EraseCounts | Exception]) -> dict[str, VerifyResult]:
+    """Per asset erased in both modes, one re-query for both batches, kept when it passed.
+
+    A failed shared check is not kept: each batch is then verified on its own, so
+    the failure is recorded against the requests it belongs to.
+    """
+    erased: dict[str, list[tuple[Asset, DataFrame, EraseCounts]]] = {}
+    for (asset, _, _), frame, result in zip(entries, frames, results):
+        if not isinstance(result, Exception):
+            erased.setdefault(asset.asset_id, []).append((asset, frame, result))
+    shared = {}
+    for asset_id, done in erased.items():
+        if len(done) < 2:
+            continue
+        befores = [c.version_before for _, _, c in done]
+        afters = [c.version_after for _, _, c in done]
+        span = EraseCounts(version_before=None if None in befores else min(befores),
+                           version_after=None if None in afters else max(afters))
+        frame = done[0][1]
+        for _, other, _ in done[1:]:
+            frame = frame.unionByName(other)
+        try:
+            verified = connector.verify(done[0][0], frame, span)
+        except Exception:  # noqa: BLE001 - each batch is verified (and any failure recorded) on its own
+            continue
+        if verified.passed:
+            shared[asset_id] = verified
+    return shared
 
 
 def _changed_nothing(error: Exception) -> bool:
@@ -408,11 +448,12 @@ def _erase_row(run: _Run, asset: Asset, ids: list[str], mode: str, counts: Erase
 
 
 def _verify_row(run: _Run, connector: Connector, asset: Asset, batch: list[_Request], identities_df: DataFrame,
-                mode: str, counts: EraseCounts) -> AuditRow:
+                mode: str, counts: EraseCounts, verified: VerifyResult | None = None) -> AuditRow:
+    """The verify audit row of one batch: ``verified`` when a shared re-query passed, else a re-query of its own."""
     ids = [r.request_id for r in batch]
     started, clock = utc_now(), time.perf_counter()
     try:
-        verified = connector.verify(asset, identities_df, counts)
+        verified = verified or connector.verify(asset, identities_df, counts)
         error = None if verified.passed else f"{verified.remaining} row(s) still match after the erasure"
     except Exception as exc:  # noqa: BLE001
         verified, error = None, run.error_text(exc)
@@ -437,7 +478,7 @@ def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> AuditRow:
     ids = [r.request_id for r in batch]
     started, clock = utc_now(), time.perf_counter()
     try:
-        found_df = connector.find(asset, _identities_df(run.spark, batch))
+        found_df = connector.find(asset, run.identities(batch))
         columns = [c for c in found_df.columns if c != REQUEST_ID_COLUMN]
         rows = found_df.select(REQUEST_ID_COLUMN, F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
                                .alias("doc")).collect()
@@ -462,7 +503,7 @@ def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> AuditRow:
 def _dry_run_asset(run: _Run, asset: Asset, batch: list[_Request]) -> None:
     connector = run.connector(asset)
     try:
-        by_request = _rows_by_request(connector, asset, _identities_df(run.spark, batch))
+        by_request = _rows_by_request(connector, asset, run.identities(batch))
     except Exception as exc:  # noqa: BLE001
         run.result.assets.append({"location": asset.location, "action": "dry-run", "status": FAILED,
                                   "error": run.error_text(exc)})

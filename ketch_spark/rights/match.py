@@ -25,12 +25,14 @@ The row condition is one hash-set membership per identity column (Spark plans an
 ``IN`` list of more than a few values as ``InSet``: one hash set shipped with the
 tasks), so an asset is read once for the whole batch whatever its number of
 requests. :func:`with_request_ids` then attributes only the matched rows to their
-requests through a broadcast join with the batch's identities.
+requests through a literal map of the batch's keys (no join).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -51,7 +53,7 @@ __all__ = [
     "normalised_key",
     "resolve_leaf",
     "with_request_ids",
-    "identities_frame",
+    "batch_rows",
     "identity_values",
     "FREE_TEXT",
     "phone_country_code",
@@ -77,8 +79,24 @@ KEY_SEPARATOR = "\x1f"
 #: Category of a column holding free text (a raw record) in which identities are looked for as tokens.
 FREE_TEXT = "free_text"
 _TOKEN_SEPARATORS = r"[\s,;:\"'{}\[\]()<>|=\\]+"
-_ROW_ID = "_ketch_row"
-_KEYS = "_ketch_keys"
+
+_BATCH_ROWS: weakref.WeakKeyDictionary[DataFrame, list[Row]] = weakref.WeakKeyDictionary()
+_BATCH_ROWS_LOCK = threading.Lock()
+
+
+def batch_rows(identities_df: DataFrame) -> list[Row]:
+    """The rows of a batch's identities frame, collected once per frame object (a batch is small).
+
+    A batch's match plan is built for each asset and each step (find, erase,
+    verify); one collect serves them all.
+    """
+    with _BATCH_ROWS_LOCK:
+        rows = _BATCH_ROWS.get(identities_df)
+    if rows is None:
+        rows = identities_df.collect()
+        with _BATCH_ROWS_LOCK:
+            _BATCH_ROWS[identities_df] = rows
+    return rows
 
 
 @dataclass(frozen=True)
@@ -285,30 +303,28 @@ def identity_values(
     return found.where(F.col("value").isNotNull() & (F.col("value") != "")).distinct()
 
 
-def identities_frame(identities_df: DataFrame, scoped: bool) -> DataFrame:
-    """The batch's identities keyed like a plan's keys: (identity type ``t``, key ``k``, request id)."""
-    key = F.concat("org_id", F.lit(KEY_SEPARATOR), "value") if scoped else F.col("value")
-    return identities_df.select(
-        F.col("identity_type").alias("t"), key.alias("k"), F.col("request_id").alias(REQUEST_ID_COLUMN)
-    ).distinct()
+def _requests_by_key(identities: Iterable[Row], scoped: bool) -> dict[str, list[str]]:
+    """Request ids per ``<identity type><sep><key>`` of a batch, keys as :func:`match_plan` builds them."""
+    requests: dict[str, set[str]] = {}
+    for row in identities:
+        key = f"{row['org_id']}{KEY_SEPARATOR}{row['value']}" if scoped else row["value"]
+        requests.setdefault(f"{row['identity_type']}{KEY_SEPARATOR}{key}", set()).add(row["request_id"])
+    return {k: sorted(v) for k, v in sorted(requests.items())}
 
 
 def with_request_ids(matched_df: DataFrame, plan: MatchPlan, identities_df: DataFrame) -> DataFrame:
     """``matched_df`` (rows passing ``plan.condition``) with ``_request_id``: one row per (row, request).
 
-    Only matched rows are exploded into their keys and joined with the batch's
-    identities, which are broadcast (a batch is small).
+    Each row's keys are looked up in a literal map of the batch's keys to their
+    request ids (a batch is small, and the plan's condition already holds its
+    keys): no join, no shuffle, no broadcast job.
     """
-    if not plan.key_columns:
+    requests = _requests_by_key(batch_rows(identities_df), plan.org_column is not None)
+    if not plan.key_columns or not requests:
         return matched_df.withColumn(REQUEST_ID_COLUMN, F.lit(None).cast("string")).limit(0)
     keys = plan.key_columns[0] if len(plan.key_columns) == 1 else F.concat(*plan.key_columns)
-    columns = matched_df.columns
-    exploded = (
-        matched_df.withColumn(_ROW_ID, F.monotonically_increasing_id())
-        .withColumn(_KEYS, F.explode(keys))
-        .select(*[F.col(f"`{c}`") for c in columns], _ROW_ID, F.col(f"{_KEYS}.t").alias("t"),
-                F.col(f"{_KEYS}.k").alias("k"))
-    )
-    keyed = identities_frame(identities_df, plan.org_column is not None)
-    joined = exploded.join(F.broadcast(keyed), ["t", "k"], "inner")
-    return joined.dropDuplicates([_ROW_ID, REQUEST_ID_COLUMN]).drop(_ROW_ID, "t", "k")
+    lookup = F.create_map(*[x for key, ids in requests.items() for x in (F.lit(key), F.array(*map(F.lit, ids)))])
+    nothing = F.array().cast("array<string>")
+    request_ids = F.array_distinct(F.flatten(F.transform(
+        keys, lambda pair: F.coalesce(lookup[F.concat(pair["t"], F.lit(KEY_SEPARATOR), pair["k"])], nothing))))
+    return matched_df.withColumn(REQUEST_ID_COLUMN, F.explode(request_ids))
