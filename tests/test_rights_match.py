@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ketch_spark.connectors import Asset
 from ketch_spark.connectors.base import PersonalColumn
-from ketch_spark.rights.match import IDENTITIES_SCHEMA, REQUEST_ID_COLUMN, match_plan, with_request_ids
+from ketch_spark.rights.match import IDENTITIES_SCHEMA, REQUEST_ID_COLUMN, count_matches, match_plan, with_request_ids
 
 _ORGS = ("org-a", "org-b")
 _IDS = ("u-1", "u-2", "u-3", "u 4", "x'); DROP TABLE users; --")
@@ -34,7 +34,7 @@ def _oracle(rows, identities, scoped: bool) -> set[tuple[int, str]]:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=_rows, identities=_identities, scoped=st.booleans())
-def test_each_matched_row_comes_once_per_request_whose_identity_it_holds(spark, rows, identities, scoped):
+def test_matched_rows_are_attributed_and_counted_per_request_whose_identity_they_hold(spark, rows, identities, scoped):
     schema = "row int, org_id string, user_id string, emails array<string>"
     df = spark.createDataFrame([(i, *row) for i, row in enumerate(rows)], schema)
     if not scoped:
@@ -44,4 +44,11 @@ def test_each_matched_row_comes_once_per_request_whose_identity_it_holds(spark, 
     attributed = with_request_ids(df.where(plan.condition), plan, identities_df)
     got = [(r["row"], r[REQUEST_ID_COLUMN]) for r in attributed.collect()]
     assert len(got) == len(set(got))  # one row per (row, request)
-    assert set(got) == _oracle(rows, identities, scoped)
+    expected = _oracle(rows, identities, scoped)
+    assert set(got) == expected
+
+    counted = count_matches(df.where(plan.condition), plan, identities_df, by="user_id")
+    matched_rows = {index for index, _ in expected}
+    assert counted.rows == len(matched_rows)
+    assert counted.by_request == {r: sum(1 for _, q in expected if q == r) for _, r in expected}
+    assert counted.by_value == {u: sum(1 for i in matched_rows if rows[i][1] == u) for u in {rows[i][1] for i in matched_rows}}

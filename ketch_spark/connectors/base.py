@@ -280,6 +280,13 @@ class Connector(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__}.find is not implemented yet")
 
+    def count_by_request(self, asset: Asset, identities_df: DataFrame) -> dict[str, int]:
+        """Rows of ``asset`` matching the batch, per request id (a dry run's figures); default: :meth:`find`'s rows."""
+        from ketch_spark.rights.match import REQUEST_ID_COLUMN
+
+        counted = self.find(asset, identities_df).groupBy(REQUEST_ID_COLUMN).count().collect()
+        return {r[REQUEST_ID_COLUMN]: int(r["count"]) for r in counted}
+
     def erase(self, asset: Asset, identities_df: DataFrame, mode: str) -> EraseCounts:
         """Deletes (``mode="delete"``) or obfuscates (``"obfuscate"``) the matching rows, whole batch at once.
 

@@ -62,7 +62,7 @@ _PURGE_MAX_BIN_BYTES = 1024 * 1024 * 1024
 
 PlanFor = Callable[[T.StructType], Any]
 AssignmentsFor = Callable[[T.StructType], dict[str, Column]]
-Attribute = Callable[[DataFrame], dict[str, int]]
+Attribute = Callable[..., Any]  # (matched_df, by=None) -> rights.match.MatchCounts
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class EraseBatch:
         plan_for: The batch's match plan for a schema (condition, columns skipped).
         mode: ``delete`` or ``obfuscate``.
         assignments_for: Obfuscation assignments for a schema (unused by ``delete``).
-        attribute: Counts matched rows per request id, or ``None``.
+        attribute: Counts matched rows in all and per request id in one job
+            (:func:`~ketch_spark.rights.match.count_matches`), or ``None``.
     """
 
     plan_for: PlanFor
@@ -137,8 +138,7 @@ class DeltaEraser:
               attribute: Attribute | None = None) -> EraseCounts:
         """Deletes or obfuscates the batch's rows in one statement, then purges and vacuums.
 
-        ``attribute`` counts matched rows per request; it reads the rows matched by
-        the same scan that counts them (kept, they are few), not the table again.
+        ``attribute`` counts matched rows in all and per request in one job.
         """
         result = self.erase_batches([EraseBatch(plan_for, mode, assignments_for, attribute)])[0]
         if isinstance(result, Exception):
@@ -192,9 +192,10 @@ class DeltaEraser:
             return None
         matched_df = table_df.where(plan.condition)
         if batch.attribute is not None:
-            matched_df = matched_df.localCheckpoint(eager=True)
-            counts.rows_by_request = batch.attribute(matched_df)
-        counts.rows_matched = int(matched_df.count())
+            found = batch.attribute(matched_df)
+            counts.rows_matched, counts.rows_by_request = found.rows, found.by_request
+        else:
+            counts.rows_matched = int(matched_df.count())
         if not counts.rows_matched:
             return None
         fault_point("rights.delta.before_delete")

@@ -440,6 +440,20 @@ class FileConnector(Connector):
         full_plan = plan_for(full_df.schema)
         return with_request_ids(full_df.where(full_plan.condition), full_plan, identities_df)
 
+    def count_by_request(self, asset: Asset, identities_df: DataFrame) -> dict[str, int]:
+        """As :meth:`Connector.count_by_request`, in one job over the asset (JSON and CSV with the catalog's schema)."""
+        from ketch_spark.connectors.rewrite import FileSetEraser
+        from ketch_spark.rights.match import count_matches
+
+        if asset.format in ("delta", "parquet"):
+            read_df = self.read(asset)
+        else:
+            read_df = FileSetEraser(self.spark, asset, self.cfg.dsr).read().drop("_ketch_path")
+        plan = self._plan_for(asset, identities_df)(read_df.schema)
+        if not plan.can_match:
+            return {}
+        return count_matches(read_df.where(plan.condition), plan, identities_df).by_request
+
     def _erase_batch(self, asset: Asset, identities_df: DataFrame, mode: str):  # noqa: ANN202 - EraseBatch
         from ketch_spark.connectors.delta_rights import EraseBatch
 
@@ -492,14 +506,12 @@ class FileConnector(Connector):
         return VerifyResult(remaining=remaining, physical_after=now)
 
 
-def _attribution(plan_for: Any, identities_df: DataFrame) -> Callable[[DataFrame], dict[str, int]]:
-    """Counts matched rows per request id (rows of ``matched_df`` all pass the batch's condition)."""
-    from ketch_spark.rights.match import REQUEST_ID_COLUMN, with_request_ids
+def _attribution(plan_for: Any, identities_df: DataFrame) -> Callable[..., Any]:
+    """Counts matched rows in all, per request id and per value of a column (rows of ``matched_df`` all match)."""
+    from ketch_spark.rights.match import count_matches
 
-    def attribute(matched_df: DataFrame) -> dict[str, int]:
-        attributed = with_request_ids(matched_df, plan_for(matched_df.schema), identities_df)
-        counted = attributed.groupBy(REQUEST_ID_COLUMN).count().collect()
-        return {r[REQUEST_ID_COLUMN]: int(r["count"]) for r in counted}
+    def attribute(matched_df: DataFrame, by: str | None = None) -> Any:
+        return count_matches(matched_df, plan_for(matched_df.schema), identities_df, by)
 
     return attribute
 

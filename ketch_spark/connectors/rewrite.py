@@ -133,16 +133,15 @@ class FileSetEraser:
         return df.withColumn(_PATH, F.col("_metadata.file_path"))
 
     def matched_files(self, read_df: DataFrame, condition: Column,
-                      attribute: Callable[[DataFrame], dict[str, int]] | None = None
+                      attribute: Callable[..., Any] | None = None
                       ) -> tuple[dict[str, int], dict[str, int] | None]:
-        """Matched rows per file (``path_key``) and, with ``attribute``, per request: one pass over the dataset."""
+        """Matched rows per file (``path_key``) and, with ``attribute``, per request: one job over the dataset."""
         matched_df = read_df.where(condition)
-        by_request = None
         if attribute is not None:
-            matched_df = matched_df.localCheckpoint(eager=True)  # the matched rows only: few
-            by_request = attribute(matched_df.drop(_PATH))
+            found = attribute(matched_df, _PATH)
+            return {path_key(path): n for path, n in found.by_value.items()}, found.by_request
         rows = matched_df.groupBy(_PATH).count().collect()
-        return {path_key(r[_PATH]): int(r["count"]) for r in rows}, by_request
+        return {path_key(r[_PATH]): int(r["count"]) for r in rows}, None
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ class FileSetEraser:
 
     def erase(self, plan_for: Callable[[T.StructType], Any], mode: str, run_id: str,
               assignments_for: Callable[[T.StructType], dict[str, Column]],
-              attribute: Callable[[DataFrame], dict[str, int]] | None = None) -> EraseCounts:
+              attribute: Callable[..., Any] | None = None) -> EraseCounts:
         """Deletes or obfuscates the batch's rows.
 
         Args:
@@ -200,7 +199,7 @@ class FileSetEraser:
 
     def _erase(self, counts: EraseCounts, plan_for: Callable[[T.StructType], Any], mode: str, run_id: str,
                assignments_for: Callable[[T.StructType], dict[str, Column]],
-               attribute: Callable[[DataFrame], dict[str, int]] | None) -> EraseCounts:
+               attribute: Callable[..., Any] | None) -> EraseCounts:
         files = self.data_files()
         by_key = {path_key(f.uri): f for f in files}
         read_df = self.read()

@@ -256,11 +256,6 @@ class _Run:
             })
 
 
-def _rows_by_request(connector: Connector, asset: Asset, identities_df: DataFrame) -> dict[str, int]:
-    counted = connector.find(asset, identities_df).groupBy(REQUEST_ID_COLUMN).count().collect()
-    return {r[REQUEST_ID_COLUMN]: int(r["count"]) for r in counted}
-
-
 def _from_iso(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
@@ -366,7 +361,7 @@ def _requests_with_rows(run: _Run, connector: Connector, asset: Asset, batch: li
     cannot be read either, every request of the batch is.
     """
     try:
-        holding = _rows_by_request(connector, asset, identities_df)
+        holding = connector.count_by_request(asset, identities_df)
     except Exception:  # noqa: BLE001 - unreadable: every request stays failed on this asset
         return batch
     return [r for r in batch if holding.get(r.request_id, 0) > 0]
@@ -503,7 +498,7 @@ def _export_asset(run: _Run, asset: Asset, batch: list[_Request]) -> AuditRow:
 def _dry_run_asset(run: _Run, asset: Asset, batch: list[_Request]) -> None:
     connector = run.connector(asset)
     try:
-        by_request = _rows_by_request(connector, asset, run.identities(batch))
+        by_request = connector.count_by_request(asset, run.identities(batch))
     except Exception as exc:  # noqa: BLE001
         run.result.assets.append({"location": asset.location, "action": "dry-run", "status": FAILED,
                                   "error": run.error_text(exc)})

@@ -34,7 +34,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
@@ -53,6 +53,9 @@ __all__ = [
     "normalised_key",
     "resolve_leaf",
     "with_request_ids",
+    "request_ids",
+    "MatchCounts",
+    "count_matches",
     "batch_rows",
     "identity_values",
     "FREE_TEXT",
@@ -312,19 +315,62 @@ def _requests_by_key(identities: Iterable[Row], scoped: bool) -> dict[str, list[
     return {k: sorted(v) for k, v in sorted(requests.items())}
 
 
-def with_request_ids(matched_df: DataFrame, plan: MatchPlan, identities_df: DataFrame) -> DataFrame:
-    """``matched_df`` (rows passing ``plan.condition``) with ``_request_id``: one row per (row, request).
+def request_ids(plan: MatchPlan, identities_df: DataFrame) -> Column | None:
+    """Per row, the distinct ids of the batch's requests whose identities the row holds (an array).
 
     Each row's keys are looked up in a literal map of the batch's keys to their
     request ids (a batch is small, and the plan's condition already holds its
-    keys): no join, no shuffle, no broadcast job.
+    keys): no join, no shuffle, no broadcast job. ``None`` when no row can match.
     """
     requests = _requests_by_key(batch_rows(identities_df), plan.org_column is not None)
     if not plan.key_columns or not requests:
-        return matched_df.withColumn(REQUEST_ID_COLUMN, F.lit(None).cast("string")).limit(0)
+        return None
     keys = plan.key_columns[0] if len(plan.key_columns) == 1 else F.concat(*plan.key_columns)
     lookup = F.create_map(*[x for key, ids in requests.items() for x in (F.lit(key), F.array(*map(F.lit, ids)))])
     nothing = F.array().cast("array<string>")
-    request_ids = F.array_distinct(F.flatten(F.transform(
+    return F.array_distinct(F.flatten(F.transform(
         keys, lambda pair: F.coalesce(lookup[F.concat(pair["t"], F.lit(KEY_SEPARATOR), pair["k"])], nothing))))
-    return matched_df.withColumn(REQUEST_ID_COLUMN, F.explode(request_ids))
+
+
+def with_request_ids(matched_df: DataFrame, plan: MatchPlan, identities_df: DataFrame) -> DataFrame:
+    """``matched_df`` (rows passing ``plan.condition``) with ``_request_id``: one row per (row, request)."""
+    ids = request_ids(plan, identities_df)
+    if ids is None:
+        return matched_df.withColumn(REQUEST_ID_COLUMN, F.lit(None).cast("string")).limit(0)
+    return matched_df.withColumn(REQUEST_ID_COLUMN, F.explode(ids))
+
+
+@dataclass(frozen=True)
+class MatchCounts:
+    """Matched rows of one pass: in all, per request id, and per value of a chosen column.
+
+    Attributes:
+        rows: Rows matched.
+        by_request: Rows per request id (a row holding two requests' identities counts for each).
+        by_value: Rows per value of the column named by :func:`count_matches`' ``by``.
+    """
+
+    rows: int
+    by_request: dict[str, int]
+    by_value: dict[Any, int]
+
+
+def count_matches(matched_df: DataFrame, plan: MatchPlan, identities_df: DataFrame, by: str | None = None
+                  ) -> MatchCounts:
+    """Counts ``matched_df``'s rows in all, per request and per value of column ``by``: one job.
+
+    The rows are grouped by (their set of request ids, ``by``), which has few
+    groups whatever the number of rows; the sums are made here.
+    """
+    ids = request_ids(plan, identities_df)
+    columns = [(ids if ids is not None else F.array().cast("array<string>")).alias("ids")]
+    columns.append((F.col(f"`{by}`") if by else F.lit(None)).alias("by"))
+    groups = matched_df.select(*columns).groupBy("ids", "by").count().collect()
+    by_request: dict[str, int] = {}
+    by_value: dict[Any, int] = {}
+    for group in groups:
+        for request_id in group["ids"]:
+            by_request[request_id] = by_request.get(request_id, 0) + int(group["count"])
+        if by:
+            by_value[group["by"]] = by_value.get(group["by"], 0) + int(group["count"])
+    return MatchCounts(sum(int(g["count"]) for g in groups), by_request, by_value)
