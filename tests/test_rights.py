@@ -366,3 +366,37 @@ def test_vacuum_runs_only_once_a_removed_file_can_have_passed_the_retention(spar
     assert bool(skipped) == (hours == 168)
     stored = {p.name for p in (tmp_path / "young").glob("*.parquet")}
     assert len(stored) == (2 if hours else 1)  # with no retention the erased file is gone at once
+
+
+def test_an_asset_erased_in_both_modes_is_verified_once_and_a_failure_still_names_its_requests(spark, base_config):
+    from ketch_spark.connectors import Asset
+    from ketch_spark.connectors.base import EraseCounts, VerifyResult
+    from ketch_spark.rights import engine
+
+    class Store:  # a connector whose re-query still finds the subject called "stuck"
+        def __init__(self):
+            self.checked = []
+
+        def verify(self, asset, identities_df, erased):
+            values = sorted(r["value"] for r in identities_df.collect())
+            self.checked.append(values)
+            return VerifyResult(remaining=1 if "stuck" in values else 0)
+
+    def request(request_id, mode, user_id):
+        return engine._Request(request_id, "org-a", "erasure", mode, {"user_id": user_id}, {})
+
+    asset = Asset("file", "file:///lake/t", "t", "delta")
+    for stuck, expected_calls in ((False, 1), (True, 3)):
+        run = engine._Run(spark, base_config, [], dry_run=True)
+        deleted, obfuscated = [request("r-del", "delete", "u-1")], [request("r-obf", "obfuscate",
+                                                                              "stuck" if stuck else "u-2")]
+        entries = [(asset, deleted, "delete"), (asset, obfuscated, "obfuscate")]
+        frames = [run.identities(batch) for _, batch, _ in entries]
+        counts = [EraseCounts(version_before=3, version_after=5), EraseCounts(version_before=4, version_after=5)]
+        store = Store()
+        shared = engine._shared_verifications(run, store, entries, frames, counts)
+        rows = [engine._verify_row(run, store, asset, batch, frame, mode, c, shared.get(asset.asset_id))
+                for (_, batch, mode), frame, c in zip(entries, frames, counts)]
+        assert len(store.checked) == expected_calls  # one shared re-query; when it fails, one per mode
+        assert [r.status for r in rows] == (["ok", "failed"] if stuck else ["ok", "ok"])
+        assert set(run.errors) == ({"r-obf"} if stuck else set())
