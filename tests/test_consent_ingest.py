@@ -398,6 +398,19 @@ def test_non_string_and_overlong_ids_are_quarantined(spark, fresh):
     typed = ingest_consent(spark, cfg, parquet, fmt="parquet", batch_id="typed", validate=False)
     assert (typed.reasons, typed.accepted) == ({"invalid_user_id": 1}, 0)
 
+    # one drop, files of conflicting types: each file judged by its own types, no failure inside Spark's reader
+    mixed = root / "mixed-parquet"
+    spark.createDataFrame([(ORG, 8, "2026-11-22T09:00:00Z", "analytics", True)],
+                          "org_id string, user_id bigint, ts string, purpose string, granted boolean"
+                          ).write.parquet(str(mixed / "a"))
+    spark.createDataFrame([(ORG, "p-1", "2026-11-22T09:00:00Z", "analytics", True, "sdk")],
+                          "org_id string, user_id string, ts string, purpose string, granted boolean, source string"
+                          ).write.parquet(str(mixed / "b"))
+    both = ingest_consent(spark, cfg, [str(mixed / "a"), str(mixed / "b")], fmt="parquet", batch_id="mixed",
+                          validate=False)
+    assert (both.reasons, both.accepted) == ({"invalid_user_id": 1}, 1)
+    assert [(r["user_id"], r["source"]) for r in _events(spark, cfg, "mixed").collect()] == [("p-1", "sdk")]
+
     shorter = dataclasses.replace(cfg, consent=dataclasses.replace(cfg.consent, max_id_length=8))
     capped = ingest_consent(spark, shorter, _write(root / "cap.jsonl", lines[-1:]), fmt="json", batch_id="cap")
     assert capped.reasons == {"id_too_long": 1}

@@ -461,8 +461,37 @@ def _require_columns(df: DataFrame, needed: Iterable[str], what: str) -> None:
         raise SchemaError(f"{what} lacks column(s) {', '.join(missing)}; found {', '.join(df.columns)}")
 
 
-def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    df = spark.read.parquet(*paths)
+def _parquet_frames(spark: SparkSession, paths: Sequence[str]) -> list[DataFrame]:
+    """The Parquet input files read with merged schemas: one frame, or one per file schema when types conflict.
+
+    A column only some files have is null in the others. Files whose columns
+    conflict (``user_id`` a string in one, a number in another) are read apart,
+    so each file's rows are judged by its own types (a numeric id is quarantined)
+    instead of the whole batch failing inside Spark's reader.
+    """
+    try:
+        return [spark.read.option("mergeSchema", "true").parquet(*paths)]
+    except Exception as exc:  # noqa: BLE001 - only a schema conflict is handled here
+        if "CANNOT_MERGE" not in str(exc):
+            raise
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(spark.read.parquet(path).schema.json(), []).append(path)
+    logger.info("parquet consent input: %d file schemas that do not merge; each read apart", len(groups))
+    return [spark.read.parquet(*group) for group in groups.values()]
+
+
+def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
+    """The Parquet input's records, and every column its files have."""
+    frames = _parquet_frames(spark, paths)
+    records = [_parquet_frame_records(df, paths) for df in frames]
+    union = records[0]
+    for other in records[1:]:
+        union = union.unionByName(other, allowMissingColumns=True)
+    return union, sorted({c for df in frames for c in df.columns})
+
+
+def _parquet_frame_records(df: DataFrame, paths: Sequence[str]) -> DataFrame:
     has_gpp = "gpp_string" in df.columns
     if has_gpp:
         df = df.withColumn("gpp_string", F.col("gpp_string").cast("string"))
@@ -595,9 +624,8 @@ def _records(spark: SparkSession, policy: Policy, fmt: str, paths: Sequence[str]
     elif fmt == "csv":
         records, ignored = _csv_records(spark, paths)
     else:
-        records = _parquet_records(spark, paths)
-        read = {*CSV_COLUMNS, "purposes"}
-        ignored = sorted(c for c in spark.read.parquet(*paths).columns if c not in read)
+        records, columns = _parquet_records(spark, paths)
+        ignored = [c for c in columns if c not in {*CSV_COLUMNS, "purposes"}]
     if "gpp_string" in records.columns:
         records = _with_gpp_choices(records, policy)
     return records, ignored
