@@ -22,7 +22,10 @@ from ketch_spark.log_store import log_store_jar, log_store_settings, required_lo
 from ketch_spark.preflight import check_warehouse_for_master
 from ketch_spark.spark_submit import inside_spark_submit, submitted_setting
 
-__all__ = ["spark_session", "notebook_session", "jvm_notices_dropped", "JVM_NOTICES", "JVM_STDOUT_NOTICES", "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE"]
+__all__ = [
+    "spark_session", "notebook_session", "jvm_notices_dropped", "JVM_NOTICES", "JVM_STDOUT_NOTICES",
+    "session_settings", "delta_settings", "s3a_settings", "is_connect_session", "LOG4J2_FILE",
+]
 
 logger = logging.getLogger(__name__)
 

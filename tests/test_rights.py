@@ -343,7 +343,8 @@ def test_a_tables_delete_and_obfuscate_batches_share_one_purge(spark, scenario):
 
 
 @pytest.mark.parametrize("hours", [168, 0])
-def test_vacuum_runs_only_once_a_removed_file_can_have_passed_the_retention(spark, base_config, tmp_path, caplog, hours):
+def test_vacuum_runs_only_once_a_removed_file_can_have_passed_the_retention(spark, base_config, tmp_path, caplog,
+                                                                           hours):
     import logging
 
     from ketch_spark.connectors import Asset, connector_for

@@ -51,4 +51,5 @@ def test_matched_rows_are_attributed_and_counted_per_request_whose_identity_they
     matched_rows = {index for index, _ in expected}
     assert counted.rows == len(matched_rows)
     assert counted.by_request == {r: sum(1 for _, q in expected if q == r) for _, r in expected}
-    assert counted.by_value == {u: sum(1 for i in matched_rows if rows[i][1] == u) for u in {rows[i][1] for i in matched_rows}}
+    holders = [rows[i][1] for i in matched_rows]
+    assert counted.by_value == {u: holders.count(u) for u in set(holders)}

@@ -492,6 +492,7 @@ def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFra
 
 
 def _parquet_frame_records(df: DataFrame, paths: Sequence[str]) -> DataFrame:
+    """The records of one Parquet read (JSON shape with ``purposes``, or CSV shape); ``paths`` name it in errors."""
     has_gpp = "gpp_string" in df.columns
     if has_gpp:
         df = df.withColumn("gpp_string", F.col("gpp_string").cast("string"))
