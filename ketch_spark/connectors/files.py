@@ -393,6 +393,17 @@ class FileConnector(Connector):
 
     # -- rights ---------------------------------------------------------------------------------
 
+    def _match_read(self, asset: Asset) -> DataFrame:
+        """The read a batch is matched on: the table or Parquet dataset, or JSON/CSV files with the catalog's schema.
+
+        File sets carry each row's file as ``_ketch_path`` (which files hold a match).
+        """
+        from ketch_spark.connectors.rewrite import FileSetEraser
+
+        if asset.format in ("delta", "parquet"):
+            return self.read(asset)
+        return FileSetEraser(self.spark, asset, self.cfg.dsr).read()
+
     def _plan_for(self, asset: Asset, identities_df: DataFrame):  # noqa: ANN202 - (schema -> MatchPlan)
         from ketch_spark.rights.match import batch_rows, match_plan
 
@@ -426,13 +437,11 @@ class FileConnector(Connector):
         from ketch_spark.rights.match import with_request_ids
 
         plan_for = self._plan_for(asset, identities_df)
+        read_df = self._match_read(asset)
+        plan = plan_for(read_df.schema)
         if asset.format in ("delta", "parquet"):
-            read_df = self.read(asset)
-            plan = plan_for(read_df.schema)
             return with_request_ids(read_df.where(plan.condition), plan, identities_df)
         eraser = FileSetEraser(self.spark, asset, self.cfg.dsr)
-        read_df = eraser.read()
-        plan = plan_for(read_df.schema)
         files = sorted(eraser.matched_files(read_df, plan.condition)[0]) if plan.can_match else []
         if not files:
             return with_request_ids(read_df.drop("_ketch_path").limit(0), plan, identities_df)
@@ -442,13 +451,9 @@ class FileConnector(Connector):
 
     def count_by_request(self, asset: Asset, identities_df: DataFrame) -> dict[str, int]:
         """As :meth:`Connector.count_by_request`, in one job over the asset (JSON and CSV with the catalog's schema)."""
-        from ketch_spark.connectors.rewrite import FileSetEraser
         from ketch_spark.rights.match import count_matches
 
-        if asset.format in ("delta", "parquet"):
-            read_df = self.read(asset)
-        else:
-            read_df = FileSetEraser(self.spark, asset, self.cfg.dsr).read().drop("_ketch_path")
+        read_df = self._match_read(asset)
         plan = self._plan_for(asset, identities_df)(read_df.schema)
         if not plan.can_match:
             return {}

@@ -484,11 +484,9 @@ def _parquet_frames(spark: SparkSession, paths: Sequence[str]) -> list[DataFrame
 def _parquet_records(spark: SparkSession, paths: Sequence[str]) -> tuple[DataFrame, list[str]]:
     """The Parquet input's records, and every column its files have."""
     frames = _parquet_frames(spark, paths)
-    records = [_parquet_frame_records(df, paths) for df in frames]
-    union = records[0]
-    for other in records[1:]:
-        union = union.unionByName(other, allowMissingColumns=True)
-    return union, sorted({c for df in frames for c in df.columns})
+    records = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True),
+                               [_parquet_frame_records(df, paths) for df in frames])
+    return records, sorted({c for df in frames for c in df.columns})
 
 
 def _parquet_frame_records(df: DataFrame, paths: Sequence[str]) -> DataFrame:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -335,9 +336,7 @@ def _shared_verifications(run: _Run, connector: Connector, entries: list[tuple[A
         afters = [c.version_after for _, _, c in done]
         span = EraseCounts(version_before=None if None in befores else min(befores),
                            version_after=None if None in afters else max(afters))
-        frame = done[0][1]
-        for _, other, _ in done[1:]:
-            frame = frame.unionByName(other)
+        frame = functools.reduce(DataFrame.unionByName, [f for _, f, _ in done])
         try:
             verified = connector.verify(done[0][0], frame, span)
         except Exception:  # noqa: BLE001 - each batch is verified (and any failure recorded) on its own

@@ -210,11 +210,15 @@ def phone_country_prefix(region: str | None) -> str | None:
     return None if code is None else f"+{code}"
 
 
+def _identity_key(row: Row, scoped: bool) -> str:
+    """The key an identity of the batch matches: its value, prefixed by its org where the asset has one."""
+    return f"{row['org_id']}{KEY_SEPARATOR}{row['value']}" if scoped else row["value"]
+
+
 def _batch_keys(identities: Iterable[Row], scoped: bool) -> dict[str, list[str]]:
     keys: dict[str, set[str]] = {}
     for row in identities:
-        key = f"{row['org_id']}{KEY_SEPARATOR}{row['value']}" if scoped else row["value"]
-        keys.setdefault(row["identity_type"], set()).add(key)
+        keys.setdefault(row["identity_type"], set()).add(_identity_key(row, scoped))
     return {t: sorted(v) for t, v in keys.items()}
 
 
@@ -310,8 +314,8 @@ def _requests_by_key(identities: Iterable[Row], scoped: bool) -> dict[str, list[
     """Request ids per ``<identity type><sep><key>`` of a batch, keys as :func:`match_plan` builds them."""
     requests: dict[str, set[str]] = {}
     for row in identities:
-        key = f"{row['org_id']}{KEY_SEPARATOR}{row['value']}" if scoped else row["value"]
-        requests.setdefault(f"{row['identity_type']}{KEY_SEPARATOR}{key}", set()).add(row["request_id"])
+        typed_key = f"{row['identity_type']}{KEY_SEPARATOR}{_identity_key(row, scoped)}"
+        requests.setdefault(typed_key, set()).add(row["request_id"])
     return {k: sorted(v) for k, v in sorted(requests.items())}
 
 
