@@ -14,8 +14,8 @@ SIGKILL. Points are of two kinds:
 
 The rerun runs in this test process (its Spark session), through the same command line; the tables are then
 compared with those of one uninterrupted run of the same job from the same start, run timestamps excluded.
-By default one point of the ingest (between its two commits) and one of the catalog scan (between its columns
-and its asset rows) run; the rest of the matrix is ``slow`` (each killed job starts a JVM of its own).
+Every point runs in ``make test``: the jobs of one kind start together (each on its own copy of the start
+warehouse, a JVM each) and each is killed as it pauses, so their start-ups overlap instead of adding up.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 POLICY = REPO / "conf" / "policy.yaml"
 #: How long a job may take to reach its pause point (a JVM start and a few tiny Spark jobs).
 PAUSE_TIMEOUT_SECONDS = 300
+#: A killed job's JVM lives seconds: compiling only with C1 and collecting with one thread halves the CPU it
+#: takes to reach its point (measured 40 -> 18-22 CPU-s for a catalog scan), and the jobs of one kind run at once.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 #: Prefix of the points the test log store pauses at: ``delta.commit:consent/events``.
 COMMIT_POINT = "delta.commit:"
 
@@ -130,12 +133,13 @@ def _conf(path: Path, warehouse: Path, spark: dict[str, str] | None = None) -> P
     return path
 
 
-def _job_conf(path: Path, warehouse: Path, point: str, request: pytest.FixtureRequest) -> Path:
+def _job_conf(path: Path, warehouse: Path, point: str, log_store_classpath: str) -> Path:
     """The killed job's config: a small local Spark, and the pausing log store for a ``delta.commit:`` point."""
     spark = {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g",
-             "spark.ui.enabled": "false", "spark.databricks.delta.snapshotPartitions": "1"}
+             "spark.ui.enabled": "false", "spark.databricks.delta.snapshotPartitions": "1",
+             "spark.driver.extraJavaOptions": SHORT_LIVED_JVM}
     if point.startswith(COMMIT_POINT):
-        spark["spark.driver.extraClassPath"] = request.getfixturevalue("log_store_classpath")
+        spark["spark.driver.extraClassPath"] = log_store_classpath
         spark["spark.delta.logStore.file.impl"] = "ketchtest.PausingLogStore"
     return _conf(path, warehouse, spark)
 
@@ -156,30 +160,93 @@ def _wait_gone(group: int, seconds: float = 30) -> bool:
     return False
 
 
-def kill_at(point: str, job: str, args: list[str], conf: Path, logs: Path) -> None:
-    """Runs ``jobs/<job>`` in a process group of its own until it pauses at ``point``, then SIGKILLs the group."""
+@dataclass(frozen=True)
+class KilledJob:
+    """A job killed at ``point`` and what the test needs of it afterwards.
+
+    Attributes:
+        point: Where it was killed.
+        warehouse: Its warehouse, as the kill left it.
+        written_before: Data files of the table a ``delta.commit:`` point names, before the job ran.
+        failure: Why the job was not killed at its point (it ended, or did not get there in time), with its logs.
+    """
+
+    point: str
+    warehouse: Path
+    written_before: frozenset[str]
+    failure: str | None
+
+
+def _start_paused_job(job: str, args: list[str], conf: Path, point: str, logs: Path) -> subprocess.Popen:
     logs.mkdir(parents=True, exist_ok=True)
-    pause_file = logs / "paused"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PYSPARK_GATEWAY", "KETCH_SPARK_FAULTS"))}
-    env.update({"PYTHONPATH": str(REPO), PAUSE_AT_ENV: point, PAUSE_FILE_ENV: str(pause_file)})
+    env.update({"PYTHONPATH": str(REPO), PAUSE_AT_ENV: point, PAUSE_FILE_ENV: str(logs / "paused")})
     with open(logs / "stdout.log", "w") as out, open(logs / "stderr.log", "w") as err:
-        process = subprocess.Popen([sys.executable, str(REPO / "jobs" / job), "--conf", str(conf), *args],
-                                   stdout=out, stderr=err, env=env, cwd=logs, start_new_session=True)
+        return subprocess.Popen([sys.executable, str(REPO / "jobs" / job), "--conf", str(conf), *args],
+                                stdout=out, stderr=err, env=env, cwd=logs, start_new_session=True)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with __import__("contextlib").suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def kill_all_at(job: str, runs: dict[str, tuple[list[str], Path, Path]]) -> dict[str, str | None]:
+    """Starts ``jobs/<job>`` once per point at the same time and SIGKILLs each process group as it pauses.
+
+    Args:
+        job: The job's file under jobs/.
+        runs: Per point, the job's arguments, its config and its logs folder.
+
+    Returns:
+        Per point, ``None`` when the job was killed there, else why not (with its logs).
+    """
+    processes = {point: _start_paused_job(job, args, conf, point, logs) for point, (args, conf, logs) in runs.items()}
+    outcome: dict[str, str | None] = {}
+    deadline = time.monotonic() + PAUSE_TIMEOUT_SECONDS
     try:
-        deadline = time.monotonic() + PAUSE_TIMEOUT_SECONDS
-        while not pause_file.exists():
-            if process.poll() is not None:
-                pytest.fail(f"{job} ended (exit {process.returncode}) without reaching {point}\n{_logs(logs)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{job} did not reach {point} in {PAUSE_TIMEOUT_SECONDS} s\n{_logs(logs)}")
+        while len(outcome) < len(processes):
+            for point, process in processes.items():
+                logs = runs[point][2]
+                if point in outcome:
+                    continue
+                if (logs / "paused").exists():
+                    _kill_group(process)
+                    killed = process.returncode == -signal.SIGKILL and _wait_gone(process.pid)
+                    outcome[point] = None if killed else f"{job}'s group outlived SIGKILL at {point}"
+                elif process.poll() is not None:
+                    outcome[point] = f"{job} ended (exit {process.returncode}) without reaching {point}\n{_logs(logs)}"
+                elif time.monotonic() > deadline:
+                    outcome[point] = f"{job} did not reach {point} in {PAUSE_TIMEOUT_SECONDS} s\n{_logs(logs)}"
             time.sleep(0.1)
     finally:
-        with __import__("contextlib").suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
-    assert _wait_gone(process.pid), f"a process of {job}'s group (its JVM?) outlived SIGKILL"
+        for process in processes.values():
+            if process.poll() is None:
+                _kill_group(process)
+    return outcome
+
+
+def killed_jobs(job: str, points: list[str], start: Path, args: list[str], table: str, root: Path,
+                classpath: str) -> dict[str, KilledJob]:
+    """Each point's job killed there, all started at once, each on its own copy of the ``start`` warehouse."""
+    runs, written = {}, {}
+    for point in points:
+        folder = root / point.replace(":", "-").replace("/", "-")
+        warehouse = folder / "wh"
+        shutil.copytree(start, warehouse)
+        written[point] = frozenset(data_files(warehouse / table)) if (warehouse / table).exists() else frozenset()
+        runs[point] = (args, _job_conf(folder / "job.yaml", warehouse, point, classpath), folder / "logs")
+    outcome = kill_all_at(job, runs)
+    return {point: KilledJob(point, runs[point][1].parent / "wh", written[point], outcome[point]) for point in runs}
+
+
+def assert_killed(killed: KilledJob) -> Path:
+    """The killed job's warehouse; fails the test with the job's logs when it was not killed at its point."""
+    if killed.failure:
+        pytest.fail(killed.failure)
+    return killed.warehouse
 
 
 def rows(spark, warehouse: Path, name: str) -> list[tuple]:
@@ -280,60 +347,62 @@ def compacted(spark, consent_runs, tmp_path_factory) -> Path:
 
 
 INGEST_POINTS = [
-    pytest.param("consent.ingest.before_write", marks=pytest.mark.slow),
-    pytest.param("delta.commit:consent/events", marks=pytest.mark.slow),
-    # events committed, quarantine not: the rerun writes only the quarantine (slow too, for make test's time:
-    # Delta's transaction ids make every ingest point safe; the catalog's point stays in make test)
-    pytest.param("consent.ingest.after_events_commit", marks=pytest.mark.slow),
-    pytest.param("delta.commit:consent/quarantine", marks=pytest.mark.slow),
-    pytest.param("consent.ingest.after_commit", marks=pytest.mark.slow),
+    "consent.ingest.before_write",
+    "delta.commit:consent/events",
+    "consent.ingest.after_events_commit",  # events committed, quarantine not: the rerun writes only the quarantine
+    "delta.commit:consent/quarantine",
+    "consent.ingest.after_commit",
 ]
+
+
+@pytest.fixture(scope="module")
+def killed_ingests(consent_runs, log_store_classpath, tmp_path_factory) -> dict[str, KilledJob]:
+    return killed_jobs("ingest_consent.py", INGEST_POINTS, consent_runs.before_ingest,
+                       ["--input", str(consent_runs.day_2)], "consent/events",
+                       tmp_path_factory.mktemp("killed-ingests"), log_store_classpath)
 
 
 @pytest.mark.parametrize("point", INGEST_POINTS)
-def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, request, tmp_path, point):
-    warehouse = tmp_path / "wh"
-    shutil.copytree(consent_runs.before_ingest, warehouse)
+def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, killed_ingests, point):
+    killed = killed_ingests[point]
+    warehouse = assert_killed(killed)
     events = warehouse / "consent" / "events"
-    written_before = data_files(events)
-    args = ["--input", str(consent_runs.day_2)]
-
-    kill_at(point, "ingest_consent.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, request),
-            tmp_path / "logs")
-
     if point == "delta.commit:consent/events":  # files written, none committed
-        assert data_files(events) - written_before and not committed_files(spark, events) - written_before
-    run("consent", "ingest", "--conf", str(_conf(tmp_path / "rerun.yaml", warehouse)), *args)
+        assert data_files(events) - killed.written_before
+        assert not committed_files(spark, events) - killed.written_before
+    run("consent", "ingest", "--conf", str(_conf(warehouse.parent / "rerun.yaml", warehouse)),
+        "--input", str(consent_runs.day_2))
     assert_same_tables(spark, warehouse, consent_runs.ingested, ("consent_events", "consent_quarantine"))
 
 
-#: Compaction commits once (its applied events version in the same commit), so all of its points are slow.
+#: Compaction commits once (its applied events version in the same commit).
 COMPACT_POINTS = [
-    pytest.param("consent.compact.before_write", marks=pytest.mark.slow),
-    pytest.param("delta.commit:consent/state", marks=pytest.mark.slow),  # the MERGE's files written, not committed
-    pytest.param("consent.compact.after_commit", marks=pytest.mark.slow),
+    "consent.compact.before_write",
+    "delta.commit:consent/state",  # the MERGE's files written, not committed
+    "consent.compact.after_commit",
 ]
 
 
+@pytest.fixture(scope="module")
+def killed_compactions(consent_runs, log_store_classpath, tmp_path_factory) -> dict[str, KilledJob]:
+    return killed_jobs("compact_consent.py", COMPACT_POINTS, consent_runs.ingested, [], "consent/state",
+                       tmp_path_factory.mktemp("killed-compactions"), log_store_classpath)
+
+
 @pytest.mark.parametrize("point", COMPACT_POINTS)
-def test_a_compaction_killed_and_run_again_is_applied_once(spark, consent_runs, compacted, request,
-                                                           tmp_path, point):
-    warehouse = tmp_path / "wh"
-    shutil.copytree(consent_runs.ingested, warehouse)
+def test_a_compaction_killed_and_run_again_is_applied_once(spark, compacted, killed_compactions, point):
+    killed = killed_compactions[point]
+    warehouse = assert_killed(killed)
     state = warehouse / "consent" / "state"
-    written_before = data_files(state)
-
-    kill_at(point, "compact_consent.py", [], _job_conf(tmp_path / "job.yaml", warehouse, point, request),
-            tmp_path / "logs")
-
     if point == "delta.commit:consent/state":
-        assert data_files(state) - written_before and not committed_files(spark, state) - written_before
-    conf = _conf(tmp_path / "rerun.yaml", warehouse)
+        assert data_files(state) - killed.written_before
+        assert not committed_files(spark, state) - killed.written_before
+    conf = _conf(warehouse.parent / "rerun.yaml", warehouse)
     run("consent", "compact", "--conf", str(conf))
     assert_same_tables(spark, warehouse, compacted, CONSENT_TABLES)
     from ketch_spark.config import load_config
 
-    reference = load_config(_conf(tmp_path / "reference.yaml", compacted))
+    reference = load_config(_conf(warehouse.parent / "reference.yaml", compacted))
     assert applied_events_version(spark, load_config(conf)) == applied_events_version(spark, reference)
 
 
@@ -382,26 +451,27 @@ def catalog_runs(spark, base_config, tmp_path_factory) -> CatalogRuns:
 
 
 CATALOG_POINTS = [
-    pytest.param("catalog.scan.before_write", marks=pytest.mark.slow),
-    pytest.param("delta.commit:catalog/changes", marks=pytest.mark.slow),
-    pytest.param("delta.commit:catalog/columns", marks=pytest.mark.slow),  # changes recorded, columns not
+    "catalog.scan.before_write",
+    "delta.commit:catalog/changes",
+    "delta.commit:catalog/columns",  # changes recorded, columns not
     "catalog.scan.after_columns_commit",  # changes and columns committed, the asset rows not
-    pytest.param("delta.commit:catalog/assets", marks=pytest.mark.slow),
-    pytest.param("catalog.scan.after_commit", marks=pytest.mark.slow),
+    "delta.commit:catalog/assets",
+    "catalog.scan.after_commit",
 ]
 
 
+@pytest.fixture(scope="module")
+def killed_scans(catalog_runs, log_store_classpath, tmp_path_factory) -> dict[str, KilledJob]:
+    return killed_jobs("scan_catalog.py", CATALOG_POINTS, catalog_runs.before_scan,
+                       ["--source", str(catalog_runs.lake)], "catalog/assets",
+                       tmp_path_factory.mktemp("killed-scans"), log_store_classpath)
+
+
 @pytest.mark.parametrize("point", CATALOG_POINTS)
-def test_a_catalog_scan_killed_and_run_again_is_applied_once(spark, catalog_runs, request, tmp_path,
-                                                            point):
-    warehouse = tmp_path / "wh"
-    shutil.copytree(catalog_runs.before_scan, warehouse)
-    args = ["--source", str(catalog_runs.lake)]
-
-    kill_at(point, "scan_catalog.py", args, _job_conf(tmp_path / "job.yaml", warehouse, point, request),
-            tmp_path / "logs")
-
-    assert main(["catalog", "scan", "--quiet", "--conf", str(_conf(tmp_path / "rerun.yaml", warehouse)), *args]) == 0
+def test_a_catalog_scan_killed_and_run_again_is_applied_once(spark, catalog_runs, killed_scans, point):
+    warehouse = assert_killed(killed_scans[point])
+    conf = _conf(warehouse.parent / "rerun.yaml", warehouse)
+    assert main(["catalog", "scan", "--quiet", "--conf", str(conf), "--source", str(catalog_runs.lake)]) == 0
     assert_same_tables(spark, warehouse, catalog_runs.scanned, CATALOG_TABLES)
 
 
