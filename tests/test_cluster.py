@@ -30,13 +30,14 @@ from ketch_spark.datagen import write_raw_consent
 from ketch_spark.jars import default_jars_dir, installed_jar_paths
 from ketch_spark.tables import table_path
 
-# a master, a worker and three applications, each starting JVMs: minutes
-pytestmark = pytest.mark.slow
 
 #: pyspark's own Spark installation: its bin/spark-class starts the master and the worker.
 SPARK_HOME = Path(pyspark.__file__).parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"
 START_TIMEOUT_SECONDS = 180
+#: The master and the worker only hand out work here: compiling with C1 alone and one GC thread spare the CPU
+#: the applications need (their JVMs run as the recipe starts them).
+DAEMON_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 #: Submitted after the recipe: where the driver and the executors import ketch-spark from.
 PROBE_JOB = """
@@ -103,7 +104,8 @@ def cluster(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYSPARK_", "SPARK_"))}
-    env.update({"SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_DIRS": str(root / "local")})
+    env.update({"SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_DIRS": str(root / "local"),
+                "SPARK_DAEMON_JAVA_OPTS": DAEMON_JVM})
     port = free_port()
     url = f"spark://127.0.0.1:{port}"
     processes = []

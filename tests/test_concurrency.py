@@ -114,7 +114,6 @@ def _kept_users(spark, cfg, as_of=None) -> tuple[int, frozenset]:
 
 
 # filters read in a loop for as long as two compactions take to commit
-@pytest.mark.slow
 def test_filters_read_one_state_version_while_compactions_commit(spark, base_config, root, wide_policy):
     cfg = _cfg(base_config, root, wide_policy, "readers")
     _append_batch(spark, cfg, 0)
@@ -165,7 +164,6 @@ def test_two_compactions_at_once_apply_each_event_once(spark, base_config, root,
     _assert_equals_clean_rebuild(spark, cfg, (0, 1))
 
 
-@pytest.mark.slow  # make test's time; two compactions at once stay in it
 def test_ingest_while_compaction_runs(spark, base_config, root, wide_policy):
     cfg = _cfg(base_config, root, wide_policy, "ingest-and-compact")
     _append_batch(spark, cfg, 0)

@@ -124,8 +124,6 @@ def _chain(spark, cfg, root: Path, lake: str) -> dict:
     return results
 
 
-# the whole chain twice, once over S3 and DynamoDB through HTTP: minutes on a shared 2-core machine
-@pytest.mark.slow
 def test_the_chain_on_s3_equals_the_chain_on_a_local_disk(s3_log_store, moto_server, base_config, wide_policy, root):
     spark = s3_log_store
     s3_cfg = _s3_cfg(base_config, moto_server, wide_policy, "chain")
@@ -160,7 +158,8 @@ from ketch_spark.session import spark_session
 
 config, ready, go, out = sys.argv[1:5]
 spark = spark_session(load_config(config), app_name="ketch-spark-s3-compaction",
-                      extra={"spark.master": "local[1]", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
+                      extra={"spark.master": "local[1]", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
+                             "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"})
 Path(ready).touch()
 deadline = time.monotonic() + 600
 while not Path(go).exists() and time.monotonic() < deadline:
@@ -229,8 +228,6 @@ def _commit_versions(moto_server, cfg, table: str) -> list[int]:
     return sorted(int(name[:20]) for name in names if len(name) == 25 and name.endswith(".json"))
 
 
-# two more Spark drivers (a JVM each) start and compact: minutes on a shared 2-core machine
-@pytest.mark.slow
 def test_two_drivers_compacting_at_once_commit_once(s3_log_store, moto_server, base_config, wide_policy, root):
     spark = s3_log_store
     cfg = _s3_cfg(base_config, moto_server, wide_policy, "two-drivers")
