@@ -44,8 +44,9 @@ from ketch_spark.tables import table_path
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = REPO / "conf" / "policy.yaml"
-#: How long a job may take to reach its pause point (a JVM start and a few tiny Spark jobs).
-PAUSE_TIMEOUT_SECONDS = 300
+#: How long the jobs of one kind, started together, may take to reach their points (a JVM start each and a few
+#: tiny Spark jobs; generous for a busy machine: it only stops a job that hangs).
+PAUSE_TIMEOUT_SECONDS = 600
 #: A killed job's JVM lives seconds: compiling only with C1 and collecting with one thread halves the CPU it
 #: takes to reach its point (measured 40 -> 18-22 CPU-s for a catalog scan), and the jobs of one kind run at once.
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"

@@ -31,10 +31,12 @@ from tcf_encode import encode_tc
 ORG = "0xF0221E55"
 TS = "2026-11-20T10:00:00Z"
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-#: Hostile records per ingest (one ingest per format in the fast run), and ingests per format in the slow run.
+#: Hostile records per ingest: a small file per format, then larger ones (the first of which is in make test,
+#: the other rounds in make test-slow).
 _FAST_RECORDS = 40
 _SLOW_RECORDS = 300
 _SLOW_ROUNDS = 4
+_LARGE_ROUNDS = [0, *(pytest.param(round_, marks=pytest.mark.slow) for round_ in range(1, _SLOW_ROUNDS))]
 _CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
            HealthCheck.function_scoped_fixture]
 
@@ -238,8 +240,7 @@ def test_hostile_json_lines(spark, warehouse):
     _ingest_and_check(spark, warehouse, _json_batch(_FAST_RECORDS), "json", "jsonl")
 
 
-@pytest.mark.slow  # several Spark ingests of a few hundred records each
-@pytest.mark.parametrize("round_", range(_SLOW_ROUNDS))
+@pytest.mark.parametrize("round_", _LARGE_ROUNDS)
 def test_hostile_json_lines_many(spark, warehouse, round_):
     # the first round also runs the batch expectations on the hostile records (their sources are random too)
     _ingest_and_check(spark, warehouse, _json_batch(_SLOW_RECORDS), "json", "jsonl", validate=round_ == 0)
@@ -279,8 +280,7 @@ def test_hostile_csv_rows(spark, warehouse):
     _ingest_and_check(spark, warehouse, _csv_batch(_FAST_RECORDS), "csv", "csv")
 
 
-@pytest.mark.slow  # several Spark ingests of a few hundred records each
-@pytest.mark.parametrize("round_", range(_SLOW_ROUNDS))
+@pytest.mark.parametrize("round_", _LARGE_ROUNDS)
 def test_hostile_csv_rows_many(spark, warehouse, round_):
     _ingest_and_check(spark, warehouse, _csv_batch(_SLOW_RECORDS), "csv", "csv")
 
@@ -323,8 +323,7 @@ def test_hostile_tc_and_us_privacy_strings(spark, warehouse):
     _ingest_and_check(spark, warehouse, _tcf_batch(_FAST_RECORDS), "tcf", "jsonl")
 
 
-@pytest.mark.slow  # several Spark ingests of a few hundred records each
-@pytest.mark.parametrize("round_", range(_SLOW_ROUNDS))
+@pytest.mark.parametrize("round_", _LARGE_ROUNDS)
 def test_hostile_tc_and_us_privacy_strings_many(spark, warehouse, round_):
     _ingest_and_check(spark, warehouse, _tcf_batch(_SLOW_RECORDS), "tcf", "jsonl")
 
@@ -386,8 +385,7 @@ def test_hostile_gpp_strings(spark, warehouse, gpp_strings):
     _ingest_and_check(spark, warehouse, _gpp_batch(gpp_strings, _FAST_RECORDS), "gpp", "jsonl")
 
 
-@pytest.mark.slow  # several Spark ingests of a few hundred records each
-@pytest.mark.parametrize("round_", range(_SLOW_ROUNDS))
+@pytest.mark.parametrize("round_", _LARGE_ROUNDS)
 def test_hostile_gpp_strings_many(spark, warehouse, gpp_strings, round_):
     _ingest_and_check(spark, warehouse, _gpp_batch(gpp_strings, _SLOW_RECORDS), "gpp", "jsonl")
 
