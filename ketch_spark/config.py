@@ -320,14 +320,17 @@ def _int_setting(
     return value
 
 
-def _section(data: Mapping[str, Any], name: str, source: str | None, allowed: tuple[str, ...] | None) -> dict:
+def _section(data: Mapping[str, Any], name: str, source: str | None, allowed: tuple[str, ...] | None,
+             label: str | None = None) -> dict:
+    """The mapping ``data[name]`` (empty when absent); ``label`` names it in errors (default ``name``)."""
     raw = data.get(name) or {}
-    _expect(raw, dict, source, name, "a mapping")
+    label = label or name
+    _expect(raw, dict, source, label, "a mapping")
     if allowed is not None:
         unknown = unknown_keys(raw, allowed)
         if unknown:
             raise ConfigError(
-                f"{_where(source, name)}: unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}"
+                f"{_where(source, label)}: unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}"
             )
     return raw
 
@@ -517,9 +520,54 @@ def config_from_mapping(data: Mapping[str, Any], source: str | None = None, base
         ),
         dsr=dsr_settings_from_mapping(_section(data, "dsr", source, None), source),
         delta=delta_settings_from_mapping(_section(data, "delta", source, None), source),
-        sections={name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data},
+        sections=_free_sections(data, source),
         source=source,
     )
+
+
+def _free_sections(data: Mapping[str, Any], source: str | None) -> dict[str, dict]:
+    sections = {name: _section(data, name, source, None) for name in _FREE_SECTIONS if name in data}
+    _check_connector_settings(sections.get("connectors", {}), source)
+    return sections
+
+
+_S3_TEXT_KEYS = ("endpoint", "region", "access_key_id", "secret_access_key")
+_S3_FLAG_KEYS = ("path_style_access", "ssl_enabled")
+_AWS_CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
+_DYNAMODB_TEXT_KEYS = ("region", "endpoint_url", *_AWS_CREDENTIAL_KEYS, *(f"{key}_env" for key in _AWS_CREDENTIAL_KEYS))
+_DYNAMODB_NUMBER_KEYS = ("connect_timeout", "read_timeout")
+_DYNAMODB_COUNT_KEYS = ("max_attempts", "scan_page_size")
+
+
+def _check_connector_settings(connectors: Mapping[str, Any], source: str | None) -> None:
+    """Checks the ``connectors.s3`` and ``connectors.dynamodb`` mappings (``connectors.jdbc`` checks itself).
+
+    Raises:
+        ConfigError: A section is not a mapping, has an unknown key or a value of the wrong type.
+    """
+    shapes = {
+        "s3": ({key: "text" for key in _S3_TEXT_KEYS} | {key: "flag" for key in _S3_FLAG_KEYS}),
+        "dynamodb": ({key: "text" for key in _DYNAMODB_TEXT_KEYS} | {key: "seconds" for key in _DYNAMODB_NUMBER_KEYS}
+                     | {key: "count" for key in _DYNAMODB_COUNT_KEYS}),
+    }
+    for name, shape in shapes.items():
+        section = f"connectors.{name}"
+        raw = _section(connectors, name, source, tuple(shape), label=section)
+        for key, value in raw.items():
+            if value is None:
+                continue
+            where = f"{section}.{key}"
+            if key in _AWS_CREDENTIAL_KEYS and not isinstance(value, str):  # never echo a credential
+                raise ConfigError(f"{_where(source, where)}: expected a string, found a {type(value).__name__} (not shown)")
+            if shape[key] == "text":
+                _expect(value, str, source, where, "a string")
+            elif shape[key] == "flag":
+                _expect(value, bool, source, where, "true or false")
+            elif shape[key] == "seconds":
+                if _expect(value, (int, float), source, where, "a number of seconds") <= 0:
+                    raise ConfigError(f"{_where(source, where)}: expected a number of seconds above 0, found {value}")
+            else:
+                _int_setting(raw, key, 1, source, section)
 
 
 def _policy_next_to(base_dir: Path, policy: str) -> Path:

@@ -25,6 +25,7 @@ from ketch_spark.config import load_config
 from ketch_spark.connectors.jdbc import jdbc_sources
 from ketch_spark.errors import ConfigError, PolicyError
 from ketch_spark.policy import load_policy
+from ketch_spark.session import s3a_settings
 
 REPO = Path(__file__).resolve().parent.parent
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -50,7 +51,13 @@ def _conf_data() -> dict:
         "default": "null", "categories": {"gender": {"method": "constant", "value": "other"}},
         "columns": {"is_deleted": {"method": "constant", "value": True}}}}
     data["catalog"] = {"sample_rows": 100, "min_confidence": 0.5, "overrides": [{"asset": "*", "column": "c", "category": "email"}]}
-    data["connectors"] = {"s3": {"endpoint": "http://127.0.0.1:1", "secret_access_key": "k"}}
+    data["connectors"] = {
+        "s3": {"endpoint": "http://127.0.0.1:1", "region": "eu-west-1", "access_key_id": "a", "secret_access_key": "k",
+               "path_style_access": True, "ssl_enabled": False},
+        "dynamodb": {"region": "eu-west-1", "endpoint_url": "http://127.0.0.1:1", "access_key_id_env": "KETCH_X",
+                     "secret_access_key": "k", "connect_timeout": 5, "read_timeout": 2.5, "max_attempts": 2,
+                     "scan_page_size": 100},
+    }
     return data
 
 
@@ -88,8 +95,12 @@ def _dump(data: Any) -> str:
 
 
 def _load_all_config(path: Path) -> None:
-    """Loads the config, its policy and its catalog settings; a policy error must name the policy file."""
+    """Loads the config, its policy, its catalog settings and the Spark settings of its connectors.s3 section.
+
+    A policy error must name the policy file.
+    """
     cfg = load_config(path)
+    s3a_settings(cfg)
     try:
         cfg.policy()
     except PolicyError as exc:
@@ -142,7 +153,8 @@ def test_config_with_one_value_replaced(tmp_path, key_path, value):
 
 
 @_SETTINGS
-@given(section=st.sampled_from([(), ("consent",), ("filter",), ("dsr",), ("dsr", "obfuscate"), ("catalog",)]),
+@given(section=st.sampled_from([(), ("consent",), ("filter",), ("dsr",), ("dsr", "obfuscate"), ("catalog",),
+                                ("connectors", "s3"), ("connectors", "dynamodb")]),
        key=_keys, value=yaml_values)
 def test_config_with_one_key_added(tmp_path, section, key, value):
     data = _conf_data()
@@ -253,3 +265,25 @@ def test_jdbc_connectors_section_of_any_shape(value):
         jdbc_sources({"jdbc": value})
     except ConfigError as exc:
         assert "connectors.jdbc" in str(exc) or "PostgreSQL URL" in str(exc), str(exc)
+
+
+@_SETTINGS
+@given(name=st.sampled_from(["s3", "dynamodb"]), value=yaml_values)
+def test_s3_and_dynamodb_sections_of_any_shape(tmp_path, name, value):
+    data = _conf_data()
+    data["connectors"][name] = value
+    path = _write(tmp_path, _dump(data))
+    try:
+        _load_all_config(path)
+    except ConfigError as exc:
+        _check_error(exc, path, ("connectors", name))
+
+
+@pytest.mark.parametrize("key", ["access_key_id", "secret_access_key"])
+def test_a_credential_of_the_wrong_type_is_refused_without_showing_it(tmp_path, key):
+    data = _conf_data()
+    data["connectors"]["s3"][key] = 987654321
+    path = _write(tmp_path, _dump(data))
+    with pytest.raises(ConfigError, match=f"connectors.s3.{key}: expected a string") as raised:
+        load_config(path)
+    assert "987654321" not in str(raised.value)
