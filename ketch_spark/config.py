@@ -7,6 +7,7 @@ validated when built; every error names the file and the key at fault.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -564,7 +565,8 @@ def _check_connector_settings(connectors: Mapping[str, Any], source: str | None)
             elif shape[key] == "flag":
                 _expect(value, bool, source, where, "true or false")
             elif shape[key] == "seconds":
-                if _expect(value, (int, float), source, where, "a number of seconds") <= 0:
+                seconds = _expect(value, (int, float), source, where, "a number of seconds")
+                if not (math.isfinite(seconds) and seconds > 0):
                     raise ConfigError(f"{_where(source, where)}: expected a number of seconds above 0, found {value}")
             else:
                 _int_setting(raw, key, 1, source, section)
