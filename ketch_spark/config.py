@@ -559,7 +559,8 @@ def _check_connector_settings(connectors: Mapping[str, Any], source: str | None)
                 continue
             where = f"{section}.{key}"
             if key in _AWS_CREDENTIAL_KEYS and not isinstance(value, str):  # never echo a credential
-                raise ConfigError(f"{_where(source, where)}: expected a string, found a {type(value).__name__} (not shown)")
+                kind = type(value).__name__
+                raise ConfigError(f"{_where(source, where)}: expected a string, found a {kind} (not shown)")
             if shape[key] == "text":
                 _expect(value, str, source, where, "a string")
             elif shape[key] == "flag":

@@ -44,6 +44,7 @@ __all__ = [
     "PostgresServer",
     "MotoServer",
     "free_port",
+    "SHORT_LIVED_JVM",
     "with_connectors",
     "postgres_server",
     "moto_server",
@@ -64,6 +65,13 @@ PG_DATABASE = "warehouse"
 AWS_ACCESS_KEY_ID = "AKIAKETCHTESTKEY0001"
 AWS_SECRET_ACCESS_KEY = "aws-Secret-Key-3b9e7c41d2"
 AWS_REGION = "us-east-1"
+
+
+#: Java options for a test's helper JVM that lives seconds or only hands out work (a killed job, a racing
+#: driver, a standalone master and worker): C1 compilation alone and a one-thread collector halve the CPU such a
+#: JVM takes (measured: 40 -> 18-22 CPU-s for a catalog scan to reach its kill point), leaving the cores to the
+#: work under test.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def free_port() -> int:

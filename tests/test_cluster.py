@@ -22,7 +22,7 @@ from pathlib import Path
 import pyspark
 import pytest
 from readme_recipe import EXPORT_PYTHON, REPO, offline_recipe, plain_shell_env, recipe_checkout
-from services import free_port
+from services import SHORT_LIVED_JVM, free_port
 
 from ketch_spark.cli import main
 from ketch_spark.config import load_config
@@ -35,9 +35,6 @@ from ketch_spark.tables import table_path
 SPARK_HOME = Path(pyspark.__file__).parent
 SPARK_CLASS = SPARK_HOME / "bin" / "spark-class"
 START_TIMEOUT_SECONDS = 180
-#: The master and the worker only hand out work here: compiling with C1 alone and one GC thread spare the CPU
-#: the applications need (their JVMs run as the recipe starts them).
-DAEMON_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 #: Submitted after the recipe: where the driver and the executors import ketch-spark from.
 PROBE_JOB = """
@@ -105,7 +102,7 @@ def cluster(tmp_path_factory):
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYSPARK_", "SPARK_"))}
     env.update({"SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_DIRS": str(root / "local"),
-                "SPARK_DAEMON_JAVA_OPTS": DAEMON_JVM})
+                "SPARK_DAEMON_JAVA_OPTS": SHORT_LIVED_JVM})  # master and worker; the recipe starts its own JVMs
     port = free_port()
     url = f"spark://127.0.0.1:{port}"
     processes = []

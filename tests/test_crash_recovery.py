@@ -20,6 +20,7 @@ warehouse, a JVM each) and each is killed as it pauses, so their start-ups overl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from services import SHORT_LIVED_JVM
 
 from ketch_spark.catalog import AssetCatalog
 from ketch_spark.catalog.classify import ColumnClass
@@ -47,9 +49,6 @@ POLICY = REPO / "conf" / "policy.yaml"
 #: How long the jobs of one kind, started together, may take to reach their points (a JVM start each and a few
 #: tiny Spark jobs; generous for a busy machine: it only stops a job that hangs).
 PAUSE_TIMEOUT_SECONDS = 600
-#: A killed job's JVM lives seconds: compiling only with C1 and collecting with one thread halves the CPU it
-#: takes to reach its point (measured 40 -> 18-22 CPU-s for a catalog scan), and the jobs of one kind run at once.
-SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 #: Prefix of the points the test log store pauses at: ``delta.commit:consent/events``.
 COMMIT_POINT = "delta.commit:"
 
@@ -163,16 +162,14 @@ def _wait_gone(group: int, seconds: float = 30) -> bool:
 
 @dataclass(frozen=True)
 class KilledJob:
-    """A job killed at ``point`` and what the test needs of it afterwards.
+    """A job killed at a point and what the test needs of it afterwards.
 
     Attributes:
-        point: Where it was killed.
         warehouse: Its warehouse, as the kill left it.
         written_before: Data files of the table a ``delta.commit:`` point names, before the job ran.
         failure: Why the job was not killed at its point (it ended, or did not get there in time), with its logs.
     """
 
-    point: str
     warehouse: Path
     written_before: frozenset[str]
     failure: str | None
@@ -189,7 +186,7 @@ def _start_paused_job(job: str, args: list[str], conf: Path, point: str, logs: P
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    with __import__("contextlib").suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -210,9 +207,9 @@ def kill_all_at(job: str, runs: dict[str, tuple[list[str], Path, Path]]) -> dict
     try:
         while len(outcome) < len(processes):
             for point, process in processes.items():
-                logs = runs[point][2]
                 if point in outcome:
                     continue
+                logs = runs[point][2]
                 if (logs / "paused").exists():
                     _kill_group(process)
                     killed = process.returncode == -signal.SIGKILL and _wait_gone(process.pid)
@@ -232,15 +229,21 @@ def kill_all_at(job: str, runs: dict[str, tuple[list[str], Path, Path]]) -> dict
 def killed_jobs(job: str, points: list[str], start: Path, args: list[str], table: str, root: Path,
                 classpath: str) -> dict[str, KilledJob]:
     """Each point's job killed there, all started at once, each on its own copy of the ``start`` warehouse."""
-    runs, written = {}, {}
+    runs, warehouses, written = {}, {}, {}
     for point in points:
         folder = root / point.replace(":", "-").replace("/", "-")
-        warehouse = folder / "wh"
+        warehouse = warehouses[point] = folder / "wh"
         shutil.copytree(start, warehouse)
         written[point] = frozenset(data_files(warehouse / table)) if (warehouse / table).exists() else frozenset()
         runs[point] = (args, _job_conf(folder / "job.yaml", warehouse, point, classpath), folder / "logs")
     outcome = kill_all_at(job, runs)
-    return {point: KilledJob(point, runs[point][1].parent / "wh", written[point], outcome[point]) for point in runs}
+    return {point: KilledJob(warehouses[point], written[point], outcome[point]) for point in points}
+
+
+def assert_written_not_committed(spark, table: Path, killed: KilledJob) -> None:
+    """The killed job wrote data files into ``table`` and committed none of them."""
+    assert data_files(table) - killed.written_before
+    assert not committed_files(spark, table) - killed.written_before
 
 
 def assert_killed(killed: KilledJob) -> Path:
@@ -368,9 +371,8 @@ def test_an_ingest_killed_and_run_again_is_applied_once(spark, consent_runs, kil
     killed = killed_ingests[point]
     warehouse = assert_killed(killed)
     events = warehouse / "consent" / "events"
-    if point == "delta.commit:consent/events":  # files written, none committed
-        assert data_files(events) - killed.written_before
-        assert not committed_files(spark, events) - killed.written_before
+    if point == "delta.commit:consent/events":
+        assert_written_not_committed(spark, events, killed)
     run("consent", "ingest", "--conf", str(_conf(warehouse.parent / "rerun.yaml", warehouse)),
         "--input", str(consent_runs.day_2))
     assert_same_tables(spark, warehouse, consent_runs.ingested, ("consent_events", "consent_quarantine"))
@@ -396,8 +398,7 @@ def test_a_compaction_killed_and_run_again_is_applied_once(spark, compacted, kil
     warehouse = assert_killed(killed)
     state = warehouse / "consent" / "state"
     if point == "delta.commit:consent/state":
-        assert data_files(state) - killed.written_before
-        assert not committed_files(spark, state) - killed.written_before
+        assert_written_not_committed(spark, state, killed)
     conf = _conf(warehouse.parent / "rerun.yaml", warehouse)
     run("consent", "compact", "--conf", str(conf))
     assert_same_tables(spark, warehouse, compacted, CONSENT_TABLES)

@@ -32,7 +32,7 @@ from ketch_spark.consent.sources import ingest_consent
 from ketch_spark.log_store import LOG_STORE_CLASS, LOG_STORE_SCHEME_KEY, log_store_settings
 from ketch_spark.tables import delta_table, read_table, table_version
 
-from services import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY
+from services import AWS_ACCESS_KEY_ID, AWS_REGION, AWS_SECRET_ACCESS_KEY, SHORT_LIVED_JVM
 from test_compact import write_wide_policy, T0, _state, oracle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,10 +156,10 @@ from ketch_spark.consent.compact import compact_consent
 from ketch_spark.errors import KetchError
 from ketch_spark.session import spark_session
 
-config, ready, go, out = sys.argv[1:5]
+config, ready, go, out, java_options = sys.argv[1:6]
 spark = spark_session(load_config(config), app_name="ketch-spark-s3-compaction",
-                      extra={"spark.master": "local[1]", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
-                             "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"})
+                      extra={"spark.master": "local[1]", "spark.ui.enabled": "false",
+                             "spark.sql.shuffle.partitions": "2", "spark.driver.extraJavaOptions": java_options})
 Path(ready).touch()
 deadline = time.monotonic() + 600
 while not Path(go).exists() and time.monotonic() < deadline:
@@ -174,9 +174,15 @@ spark.stop()
 
 
 def _start_driver(script: Path, config: Path, root: Path, n: int, env: dict) -> subprocess.Popen:
+    argv = [sys.executable, str(script), str(config), str(root / f"ready{n}"), str(root / "go"), str(root / f"out{n}"),
+            SHORT_LIVED_JVM]
     with (root / f"err{n}").open("w", encoding="utf-8") as err:
-        return subprocess.Popen([sys.executable, str(script), str(config), str(root / f"ready{n}"), str(root / "go"),
-                                 str(root / f"out{n}")], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _driver_stderr(root: Path, n: int) -> str:
+    """The end of what driver ``n`` wrote to stderr."""
+    return (root / f"err{n}").read_text(encoding="utf-8")[-3000:]
 
 
 def _drivers_ready(script: Path, config: Path, root: Path, env: dict) -> list[subprocess.Popen]:
@@ -191,7 +197,7 @@ def _drivers_ready(script: Path, config: Path, root: Path, env: dict) -> list[su
     while not all((root / f"ready{n}").exists() for n in (0, 1)):
         for n, child in enumerate(children):
             if child.poll() is not None and not (root / f"ready{n}").exists():
-                stderr = (root / f"err{n}").read_text(encoding="utf-8")[-3000:]
+                stderr = _driver_stderr(root, n)
                 if restarts[n]:
                     for other in children:
                         other.kill()
@@ -252,7 +258,7 @@ def test_two_drivers_compacting_at_once_commit_once(s3_log_store, moto_server, b
                 child.kill()
     for n in (0, 1):
         if not (root / f"out{n}").exists():
-            pytest.fail(f"driver {n} ended without an outcome: {(root / f'err{n}').read_text(encoding='utf-8')[-3000:]}")
+            pytest.fail(f"driver {n} ended without an outcome: {_driver_stderr(root, n)}")
     outcomes = [json.loads((root / f"out{n}").read_text()) for n in (0, 1)]
     committed = [o["result"] for o in outcomes if "result" in o and o["result"]["users_changed"]]
     assert committed, outcomes
