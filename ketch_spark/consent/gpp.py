@@ -92,6 +92,7 @@ __all__ = [
     "UsSection",
     "gpp_fields",
     "with_gpp_fields",
+    "DECODE_SETTINGS",
     "gpp_choices",
 ]
 
@@ -387,11 +388,20 @@ def _kept(df: DataFrame, out_col: str, live: list[str]) -> list[str]:
     return [c for c in df.columns if not c.startswith(f"__{out_col}_") or c in keep]
 
 
+#: Session settings for an action that decodes many GPP strings (see :func:`with_gpp_fields`).
+DECODE_SETTINGS = {"spark.sql.codegen.wholeStage": "false"}
+
+
 def with_gpp_fields(df: DataFrame, gpp_col: str = "gpp_string", out_col: str = "gpp") -> DataFrame:
     """Adds ``out_col``, the :func:`gpp_fields` struct of ``gpp_col``, one projection per stage.
 
     Each stage's outputs are columns of their own (dropped at the end), so Spark
-    computes every intermediate once, in generated code.
+    computes every intermediate once, in generated code. On large data, run the
+    action with :data:`DECODE_SETTINGS` (as ``ketch-spark consent ingest`` does):
+    whole-stage code generation fuses the stages into one method too large for
+    the JVM's JIT compiler, so it runs interpreted; without it each stage's
+    projection is a method of its own, compiled (the ``gpp`` benchmark measures
+    both).
     """
     return _staged(df, gpp_col, out_col)[-1][1]
 

@@ -87,12 +87,13 @@ from ketch_spark.clock import utc_now, utc_timestamp
 from ketch_spark.commits import retry_on_conflict
 from ketch_spark.config import KetchConfig
 from ketch_spark.connectors.hadoopfs import HadoopFs
-from ketch_spark.consent.gpp import gpp_choices, with_gpp_fields
+from ketch_spark.consent.gpp import DECODE_SETTINGS, gpp_choices, with_gpp_fields
 from ketch_spark.consent.tcf import CHOICE_TYPE, tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
 from ketch_spark.errors import KetchError, SchemaError
 from ketch_spark.faults import fault_point
 from ketch_spark.policy import Policy
 from ketch_spark.progress import report_progress
+from ketch_spark.session_conf import session_conf
 from ketch_spark.tables import ensure_table, read_table, table_path, table_spec
 
 __all__ = [
@@ -923,7 +924,9 @@ def ingest_consent(
     rows_df = _without_erased_subjects(spark, cfg, classify_rows(records_df, policy, limits))
     rows_df = rows_df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        n_records, reasons, dates, content = _batch_counts(rows_df, fmt)
+        # the rows are cached by this first action: GPP strings are decoded once, with their own settings
+        with session_conf(spark, DECODE_SETTINGS if "gpp_string" in records_df.columns else {}):
+            n_records, reasons, dates, content = _batch_counts(rows_df, fmt)
         report_progress("check records", sum(reasons.values()), unit="rows")
         if already:
             _check_same_content(batch_id, stored_content, content)
