@@ -1,13 +1,15 @@
-"""A PostgreSQL warehouse (the stand-in for Redshift, which speaks its protocol).
+"""A PostgreSQL or Redshift warehouse.
 
-Discovery reads ``information_schema`` and ``pg_catalog`` through psycopg;
-samples are read by Spark's JDBC source with a ``LIMIT`` pushed into the query.
+Discovery reads ``information_schema`` and ``pg_catalog`` through psycopg
+(Redshift: ``information_schema`` and ``svv_table_info``); samples are read by
+Spark's JDBC source with a ``LIMIT`` pushed into the query (a Redshift source is
+read through the PostgreSQL driver: Redshift speaks its protocol).
 
 Config (``connectors.jdbc``, one mapping or a list of them)::
 
     connectors:
       jdbc:
-        url: jdbc:postgresql://host:5432/warehouse   # no credentials in the URL
+        url: jdbc:postgresql://host:5432/warehouse   # or jdbc:redshift://cluster:5439/dev; no credentials
         user: reader
         password_env: WAREHOUSE_PASSWORD             # or password: ...
         schemas: [public, sales]                     # default: every user schema
@@ -23,12 +25,16 @@ per identity column (columns normalised in SQL the way
 :mod:`ketch_spark.rights.match` normalises them; org-scoped where the table has
 ``dsr.org_column``), and the matched rows change with one ``DELETE ... USING`` or
 ``UPDATE ... FROM``. Obfuscation applies the ``dsr`` rules in SQL (``hmac`` is
-HMAC-SHA256 built from ``sha256()``, no pgcrypto needed). Rows are addressed by
-``ctid``, which PostgreSQL has and Redshift has not.
+HMAC-SHA256 built from ``sha256()``, no pgcrypto needed). On PostgreSQL rows are
+addressed by ``ctid``; what Redshift does instead is in
+:mod:`ketch_spark.connectors.jdbc_rights` (:class:`Dialect`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import logging
 import os
 import re
@@ -40,8 +46,10 @@ from pyspark.sql import types as T
 
 from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
 from ketch_spark.connectors.jdbc_rights import (
+    DIALECTS,
     IDS_TABLE,
     MATCHES_TABLE,
+    Dialect,
     PgTable,
     identity_matchers,
     key_sql,
@@ -57,7 +65,7 @@ __all__ = ["JdbcConnector", "JdbcSource", "jdbc_sources", "is_jdbc_uri"]
 logger = logging.getLogger(__name__)
 
 _URL = re.compile(
-    r"^(?:jdbc:)?postgres(?:ql)?://(?:[^@/]*@)?(?P<host>[^/:?]+)(?::(?P<port>\d+))?/(?P<db>[^/?]+)"
+    r"^(?:jdbc:)?(?P<scheme>postgres(?:ql)?|redshift)://(?:[^@/]*@)?(?P<host>[^/:?]+)(?::(?P<port>\d+))?/(?P<db>[^/?]+)"
     r"(?:/(?P<rest>[^?]*))?(?:\?.*)?$"
 )
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -77,7 +85,7 @@ _PG_TYPES: Mapping[str, T.DataType] = {
 
 
 def is_jdbc_uri(uri: str) -> bool:
-    """Whether ``uri`` names a PostgreSQL source (``jdbc:postgresql://`` or ``postgresql://``)."""
+    """Whether ``uri`` names a warehouse source (``jdbc:postgresql://``, ``postgresql://``, ``jdbc:redshift://``)."""
     return bool(_URL.match(uri))
 
 
@@ -93,6 +101,7 @@ class JdbcSource:
         password: Password (never logged, never stored in the catalog).
         schemas: Schemas to scan; empty means every user schema.
         connect_timeout: Connection timeout in seconds.
+        dialect: ``postgresql`` or ``redshift``, from the URL's scheme.
     """
 
     host: str
@@ -102,10 +111,16 @@ class JdbcSource:
     password: str | None
     schemas: tuple[str, ...] = ()
     connect_timeout: int = 10
+    dialect: str = "postgresql"
 
     @property
     def url(self) -> str:
         """JDBC URL without credentials."""
+        return f"jdbc:{self.dialect}://{self.host}:{self.port}/{self.database}"
+
+    @property
+    def spark_url(self) -> str:
+        """The URL Spark's JDBC source reads with the PostgreSQL driver (Redshift speaks its protocol)."""
         return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
 
     def same_server(self, host: str, port: int, database: str) -> bool:
@@ -116,13 +131,27 @@ class JdbcSource:
 def _parse(uri: str) -> tuple[str, int, str, str | None]:
     match = _URL.match(uri)
     if not match:
-        raise ConfigError(f"not a PostgreSQL URL: expected jdbc:postgresql://host:port/database, found {uri!r}")
-    return match["host"], int(match["port"] or 5432), match["db"], (match["rest"] or "").strip("/") or None
+        raise ConfigError("not a warehouse URL: expected jdbc:postgresql://host:port/database or "
+                          f"jdbc:redshift://host:port/database, found {uri!r}")
+    port = int(match["port"] or DIALECTS[_dialect_of(uri)].default_port)
+    return match["host"], port, match["db"], (match["rest"] or "").strip("/") or None
+
+
+def _dialect_of(uri: str) -> str:
+    match = _URL.match(uri)
+    return "redshift" if match and match["scheme"] == "redshift" else "postgresql"
+
+
+def _base_url(uri: str) -> str:
+    """``jdbc:<dialect>://host:port/database`` of ``uri``."""
+    host, port, database, _ = _parse(uri)
+    return f"jdbc:{_dialect_of(uri)}://{host}:{port}/{database}"
 
 
 def _source_from(entry: Mapping[str, Any]) -> JdbcSource:
     if not isinstance(entry, Mapping) or "url" not in entry:
-        raise ConfigError("connectors.jdbc: each entry needs a 'url' (jdbc:postgresql://host:port/database)")
+        raise ConfigError("connectors.jdbc: each entry needs a 'url' (jdbc:postgresql://host:port/database or "
+                          "jdbc:redshift://host:port/database)")
     host, port, database, _ = _parse(str(entry["url"]))
     password = entry.get("password")
     if password is None and entry.get("password_env"):
@@ -145,6 +174,7 @@ def _source_from(entry: Mapping[str, Any]) -> JdbcSource:
         password=None if password is None else str(password),
         schemas=tuple(str(s) for s in schemas),
         connect_timeout=timeout,
+        dialect=_dialect_of(str(entry["url"])),
     )
 
 
@@ -189,6 +219,62 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%(system)s)
 """
 
+# Redshift has no arrays as parameters, no pg_index of primary keys and no pg_stat_user_tables: the
+# same four answers from information_schema and svv_table_info (rows, and size in 1 MB blocks).
+_REDSHIFT_SYSTEM_SCHEMAS = (*_SYSTEM_SCHEMAS, "pg_internal", "pg_automv")
+_NOT_SYSTEM = "NOT IN (" + ", ".join(f"%(s{i})s" for i in range(len(_REDSHIFT_SYSTEM_SCHEMAS))) + ")"
+_REDSHIFT_METADATA_SQL = (
+    _TABLES_SQL.replace("<> ALL(%(system)s)", _NOT_SYSTEM),
+    _COLUMNS_SQL.replace("<> ALL(%(system)s)", _NOT_SYSTEM),
+    f"""
+SELECT k.table_schema, k.table_name, k.column_name
+FROM information_schema.table_constraints c
+JOIN information_schema.key_column_usage k
+  ON k.constraint_schema = c.constraint_schema AND k.constraint_name = c.constraint_name
+ AND k.table_name = c.table_name
+WHERE c.constraint_type = 'PRIMARY KEY' AND k.table_schema {_NOT_SYSTEM}
+ORDER BY k.table_schema, k.table_name, k.ordinal_position
+""",
+    f"""
+SELECT "schema", "table", tbl_rows::bigint, size::bigint * 1048576, NULL, NULL, NULL, NULL
+FROM svv_table_info WHERE "schema" {_NOT_SYSTEM}
+""",
+)
+
+
+def _insert_identities(conn: Any, dialect: Dialect, identities: list[Any]) -> None:
+    """The batch's identities into the temporary table, as bound values (COPY on PostgreSQL)."""
+    rows = [(r["identity_type"], r["org_id"], r["value"], r["request_id"]) for r in identities]
+    if dialect.postgres:
+        with conn.cursor().copy(f"COPY {IDS_TABLE} (identity_type, org_id, value, request_id) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    with conn.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {IDS_TABLE} (identity_type, org_id, value, request_id) "
+                           "VALUES (%s, %s, %s, %s)", rows)
+
+
+def _json_value(value: Any) -> Any:
+    """A column value psycopg returns, as JSON that Spark's from_json reads back with the catalogued type."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        import base64
+
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "as_integer_ratio"):  # Decimal
+        return float(value)
+    return str(value)
+
+
+class _WholeTransactionFailed(Exception):
+    """A statement failed where the database cannot undo one table alone (Redshift)."""
+
+    def __init__(self, table: PgTable, error: Exception) -> None:
+        super().__init__(str(error))
+        self.table, self.error = table, error
+
 
 class JdbcConnector(Connector):
     """Tables of a PostgreSQL (or Redshift) warehouse."""
@@ -203,22 +289,18 @@ class JdbcConnector(Connector):
         """
         host, port, database, rest = _parse(uri)
         for source in jdbc_sources(self.cfg.section("connectors")):
-            if source.same_server(host, port, database):
+            if source.same_server(host, port, database) and source.dialect == _dialect_of(uri):
                 return source, rest
-        raise ConnectorError(
-            f"no connectors.jdbc entry for jdbc:postgresql://{host}:{port}/{database}; add its url and credentials"
-        )
+        raise ConnectorError(f"no connectors.jdbc entry for {_base_url(uri)}; add its url and credentials")
 
     def location_prefix(self, uri: str) -> str:
         """``jdbc:postgresql://host:port/db`` (plus ``/schema[.table]`` when the URI narrows it)."""
-        host, port, database, rest = _parse(uri)
-        base = f"jdbc:postgresql://{host}:{port}/{database}"
-        return f"{base}/{rest}" if rest else base
+        rest = _parse(uri)[3]
+        return f"{_base_url(uri)}/{rest}" if rest else _base_url(uri)
 
     def covers(self, uri: str, location: str) -> bool:
         """Whether the table at ``location`` lies in the server, schema or table ``uri`` names."""
-        host, port, database, rest = _parse(uri)
-        base = f"jdbc:postgresql://{host}:{port}/{database}"
+        rest, base = _parse(uri)[3], _base_url(uri)
         if location == self.location_prefix(uri):
             return True
         if not location.startswith(base + "/"):
@@ -241,9 +323,12 @@ class JdbcConnector(Connector):
 
     def _metadata(self, source: JdbcSource) -> tuple[list, list, list, list]:
         params = {"system": list(_SYSTEM_SCHEMAS)}
+        statements = (_TABLES_SQL, _COLUMNS_SQL, _PRIMARY_KEYS_SQL, _STATS_SQL)
+        if source.dialect == "redshift":
+            params = {f"s{i}": name for i, name in enumerate(_REDSHIFT_SYSTEM_SCHEMAS)}
+            statements = _REDSHIFT_METADATA_SQL
         with self._connect(source) as conn:
-            return tuple(conn.execute(sql, params).fetchall() for sql in (_TABLES_SQL, _COLUMNS_SQL,
-                                                                          _PRIMARY_KEYS_SQL, _STATS_SQL))
+            return tuple(conn.execute(sql, params).fetchall() for sql in statements)
 
     def discover(self, uri: str) -> list[Asset]:
         """Tables of the source named by ``uri`` (metadata only: information_schema and pg_catalog).
@@ -312,7 +397,7 @@ class JdbcConnector(Connector):
         source, _ = self.source_for(asset.properties["url"])
         reader = (
             self.spark.read.format("jdbc")
-            .option("url", source.url)
+            .option("url", source.spark_url)
             .option("driver", "org.postgresql.Driver")
             .option("query", query)
             .option("user", source.user)
@@ -389,37 +474,65 @@ class JdbcConnector(Connector):
         finally:
             conn.close()
 
+    def _dialect(self, asset: Asset) -> Dialect:
+        return DIALECTS[self.source_for(asset.properties["url"])[0].dialect]
+
     def _stage_matches(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any]) -> list[str]:
         """Fills the temporary match table (row id, request id) from ``batch`` (collected identities).
 
         Returns notes on the identity columns that are not columns of the table.
         """
-        columns = table.column_types(conn)
+        dialect = self._dialect(asset)
+        columns = table.column_types(conn, dialect)
         settings = self.cfg.dsr
         org = settings.org_column if settings.org_column in columns else None
         matchers, notes = identity_matchers(asset, columns)
         identities = [r for r in batch if r["identity_type"] in {m[1] for m in matchers}]
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IDS_TABLE} (identity_type text, org_id text, value text, "
-                     "request_id text) ON COMMIT DROP")
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {MATCHES_TABLE} (row_id tid, request_id text) ON COMMIT DROP")
-        conn.execute(f"TRUNCATE {IDS_TABLE}, {MATCHES_TABLE}")  # one transaction may stage several tables in turn
+        text, (row_id, row_id_type) = dialect.text_type, dialect.row_id("t", list(columns))
+        conn.execute(dialect.temp_table(IDS_TABLE, f"identity_type {text}, org_id {text}, value {text}, "
+                                                   f"request_id {text}"))
+        conn.execute(dialect.temp_table(MATCHES_TABLE, f"row_id {row_id_type}, request_id {text}"))
+        for statement in dialect.clear(IDS_TABLE, MATCHES_TABLE):  # one transaction may stage several tables
+            conn.execute(statement)
         if not identities or not matchers:
             return notes
-        with conn.cursor().copy(f"COPY {IDS_TABLE} (identity_type, org_id, value, request_id) FROM STDIN") as copy:
-            for row in identities:
-                copy.write_row((row["identity_type"], row["org_id"], row["value"], row["request_id"]))
+        _insert_identities(conn, dialect, identities)
         conn.execute(f"ANALYZE {IDS_TABLE}")
         branches, params = [], {"cc": phone_country_prefix(settings.default_phone_region)}
-        collation = unicode_collation(conn)
+        collation = unicode_collation(conn, dialect)
         for index, (column, identity_type) in enumerate(matchers):
             params[f"t{index}"] = identity_type
-            scope = f" AND i.org_id = t.{quote_identifier(org)}::text" if org else ""
+            scope = f" AND i.org_id = t.{quote_identifier(org)}::{text}" if org else ""
+            key = key_sql("t." + quote_identifier(column), identity_type, collation, dialect)
             branches.append(
-                f"SELECT t.ctid, i.request_id FROM {table.sql} t JOIN {IDS_TABLE} i ON i.identity_type = %(t{index})s "
-                f"AND i.value = {key_sql('t.' + quote_identifier(column), identity_type, collation)}{scope}"
+                f"SELECT {row_id}, i.request_id FROM {table.sql} t JOIN {IDS_TABLE} i "
+                f"ON i.identity_type = %(t{index})s AND i.value = {key}{scope}"
             )
         conn.execute(f"INSERT INTO {MATCHES_TABLE} (row_id, request_id) " + "\nUNION\n".join(branches), params)
         return notes
+
+    def _match_counts(self, conn: Any, table: PgTable, asset: Asset) -> tuple[dict[str, int], int]:
+        """(matched rows per request, matched rows) of the staged matches, counted by the database.
+
+        A ctid is one row; a Redshift row digest stands for every row equal to it
+        in all columns, so there the rows are counted through a join with the table.
+        """
+        if self._dialect(asset).postgres:
+            by_request = conn.execute(f"SELECT request_id, count(*) FROM {MATCHES_TABLE} GROUP BY request_id")
+            matched = conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}")
+        else:
+            _, condition = self._matched(conn, table, asset)
+            by_request = conn.execute(f"SELECT m.request_id, count(*) FROM {table.sql} t JOIN {MATCHES_TABLE} m "
+                                      f"ON {condition} GROUP BY m.request_id")
+            matched = conn.execute(f"SELECT count(*) FROM {table.sql} t JOIN "
+                                   f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m ON {condition}")
+        return {rid: int(n) for rid, n in by_request.fetchall()}, int(matched.fetchone()[0])
+
+    def _matched(self, conn: Any, table: PgTable, asset: Asset) -> tuple[str, str]:
+        """(FROM item of the matched rows' distinct ids as ``m``, the condition tying ``t`` to it)."""
+        dialect = self._dialect(asset)
+        row_id, _ = dialect.row_id("t", list(table.column_types(conn, dialect)))
+        return f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m", f"{row_id} = m.row_id"
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
         """The table's rows matching the batch, plus ``_request_id``: one join, read through psycopg.
@@ -435,11 +548,16 @@ class JdbcConnector(Connector):
 
         def work(conn: Any, table: PgTable) -> list[str]:
             self._stage_matches(conn, table, asset, batch)
-            rows = conn.execute(
-                f"SELECT (to_jsonb(t) || jsonb_build_object(%(rid)s::text, m.request_id))::text "
-                f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON t.ctid = m.row_id", {"rid": REQUEST_ID_COLUMN}
-            ).fetchall()
-            return [r[0] for r in rows]
+            dialect = self._dialect(asset)
+            row_id, _ = dialect.row_id("t", list(table.column_types(conn, dialect)))
+            matched = f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON {row_id} = m.row_id"
+            if dialect.postgres:
+                rows = conn.execute(f"SELECT (to_jsonb(t) || jsonb_build_object(%(rid)s::text, m.request_id))::text "
+                                    f"{matched}", {"rid": REQUEST_ID_COLUMN}).fetchall()
+                return [r[0] for r in rows]
+            cursor = conn.execute(f"SELECT t.*, m.request_id AS {quote_identifier(REQUEST_ID_COLUMN)} {matched}")
+            names = [d.name for d in cursor.description]
+            return [json.dumps(dict(zip(names, row)), default=_json_value) for row in cursor.fetchall()]
 
         lines = self._rights_transaction(asset, "find", work)
         schema = asset.schema if asset.schema is not None else T.StructType([])
@@ -471,10 +589,11 @@ class JdbcConnector(Connector):
         Each table's erasure runs under its own savepoint: a table the role may not
         change (checked before anything is written) or whose statement fails is
         rolled back alone and reported as its entry's ConnectorError; the others
-        commit together. When the commit itself fails, every entry fails.
+        commit together. When the commit itself fails, every entry fails. Redshift
+        has no savepoints: a table refused before anything is written (a missing
+        privilege, a rule that does not fit) is still reported alone, but a failed
+        statement rolls every table of the database back and every entry fails.
         """
-        import datetime as dt
-
         import psycopg
 
         for _, _, mode in work:
@@ -488,16 +607,23 @@ class JdbcConnector(Connector):
         except ConnectorError as exc:
             return [exc] * len(entries)
         results: list[EraseCounts | Exception] = []
+        savepoint = conn.transaction if DIALECTS[source.dialect].savepoints else contextlib.nullcontext
         try:
             with conn.transaction():
                 for table, (asset, batch, mode) in zip(tables, entries):
                     try:
-                        with conn.transaction():  # a savepoint: this table's failure is undone alone
+                        with savepoint():  # this table's failure is undone alone (PostgreSQL)
                             results.append(self._erase_table(conn, table, asset, batch, mode))
                     except psycopg.Error as exc:
+                        if not DIALECTS[source.dialect].savepoints:
+                            raise _WholeTransactionFailed(table, self._table_error("erase", table, source, exc))
                         results.append(self._table_error("erase", table, source, exc))
                     except Exception as exc:  # noqa: BLE001 - ConnectorError, ObfuscationError: this table's
                         results.append(exc)
+        except _WholeTransactionFailed as failed:
+            error = ConnectorError(f"erase: {failed.error}; Redshift has no savepoints, so the transaction over "
+                                   f"{len(tables)} table(s) of {source.url} was rolled back, nothing changed")
+            return [error] * len(entries)
         except psycopg.Error as exc:
             error = ConnectorError(f"erase: the transaction over {len(tables)} table(s) of {source.url} did not "
                                    f"commit, nothing changed: {describe_error(exc, self.secrets())}")
@@ -520,17 +646,15 @@ class JdbcConnector(Connector):
         assignments, params = ({}, {}) if mode == "delete" else self._assignments(conn, table, asset)
         table.require(conn, privilege, self._user(asset), list(assignments))
         counts = EraseCounts(notes=self._stage_matches(conn, table, asset, batch))
-        by_request = conn.execute(f"SELECT request_id, count(*) FROM {MATCHES_TABLE} GROUP BY request_id").fetchall()
-        counts.rows_by_request = {rid: int(n) for rid, n in by_request}
-        counts.rows_matched = int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}").fetchone()[0])
+        counts.rows_by_request, counts.rows_matched = self._match_counts(conn, table, asset)
         if counts.rows_matched == 0:
             return counts
-        matched = f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m"
+        matched, condition = self._matched(conn, table, asset)
         if mode == "delete":
-            statement = f"DELETE FROM {table.sql} t USING {matched} WHERE t.ctid = m.row_id"
+            statement = f"DELETE FROM {table.sql} t USING {matched} WHERE {condition}"
         elif assignments:
             sets = ", ".join(f"{quote_identifier(c)} = {expr}" for c, expr in assignments.items())
-            statement = f"UPDATE {table.sql} t SET {sets} FROM {matched} WHERE t.ctid = m.row_id"
+            statement = f"UPDATE {table.sql} t SET {sets} FROM {matched} WHERE {condition}"
         else:
             counts.notes.append("no column to obfuscate")
             return counts
@@ -539,13 +663,11 @@ class JdbcConnector(Connector):
 
     def verify(self, asset: Asset, identities_df: DataFrame, erased: EraseCounts | None = None) -> VerifyResult:
         """Rows still matching the batch, counted by the database."""
-        import datetime as dt
-
         batch = batch_rows(identities_df)
 
         def work(conn: Any, table: PgTable) -> int:
             self._stage_matches(conn, table, asset, batch)
-            return int(conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}").fetchone()[0])
+            return self._match_counts(conn, table, asset)[1]
 
         remaining = self._rights_transaction(asset, "verify", work)
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -559,7 +681,8 @@ class JdbcConnector(Connector):
         from ketch_spark.rights.obfuscate import hmac_key_from_env
 
         settings = self.cfg.dsr
-        columns = table.column_types(conn)
+        dialect = self._dialect(asset)
+        columns = table.column_types(conn, dialect)
         rules = {}
         primary_key = set(filter(None, asset.properties.get("primary_key", "").split(",")))
         for personal in asset.personal_columns:
@@ -573,7 +696,7 @@ class JdbcConnector(Connector):
         params: dict[str, Any] = {}
         assignments = {
             column: replacement_sql(column, columns[column], rule, key, params, f"p{index}",
-                                     settings.hmac_secret_env)
+                                     settings.hmac_secret_env, dialect)
             for index, (column, rule) in enumerate(rules.items())
         }
         return assignments, params

@@ -1,19 +1,32 @@
-"""The rights side of the PostgreSQL connector: the table handle, identity matching and obfuscation in SQL.
+"""The rights side of the warehouse connector: the table handle, identity matching and obfuscation in SQL.
 
 See :mod:`ketch_spark.connectors.jdbc` for how an erasure runs (identities
-COPYed into a temporary table, one hash join per identity column, one
+staged in a temporary table, one hash join per identity column, one
 ``DELETE ... USING`` or ``UPDATE ... FROM`` per table).
+
+Two dialects (:class:`Dialect`): PostgreSQL, and Redshift, which speaks
+PostgreSQL's protocol but lacks what the PostgreSQL path leans on. On Redshift
+identities are inserted with bound parameters (no ``COPY FROM STDIN``), a
+matched row is addressed by a digest of all its columns (no ``ctid``), a
+statement error rolls the whole database's transaction back (no savepoints),
+rows are exported as plain columns (no ``to_jsonb``), text is cast to
+``varchar(65535)`` (Redshift's ``text`` is ``varchar(256)``), ``regexp_replace``
+replaces every match without a flag, ``sha256`` is ``SHA2(x, 256)``, and
+``hmac`` obfuscation is refused (Redshift has no hash over raw bytes to build it
+from).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ketch_spark.connectors.base import Asset
 from ketch_spark.errors import ConnectorError
 
 __all__ = [
+    "DIALECTS",
+    "Dialect",
     "IDS_TABLE",
     "MATCHES_TABLE",
     "TEXT_TYPES",
@@ -30,6 +43,54 @@ def quote_identifier(identifier: str) -> str:
     """A PostgreSQL identifier in double quotes (embedded quotes doubled)."""
     return '"' + identifier.replace('"', '""') + '"'
 
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between PostgreSQL and Redshift on the rights path.
+
+    Attributes:
+        name: ``postgresql`` or ``redshift`` (the JDBC URL's scheme).
+        default_port: The server's usual port.
+        text_type: The type identifiers are cast to before they are normalised.
+        savepoints: Whether one table's failed statement can be undone alone.
+    """
+
+    name: str
+    default_port: int
+    text_type: str
+    savepoints: bool
+
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgresql"
+
+    def regexp_replace(self, text: str, pattern: str) -> str:
+        """SQL removing every match of ``pattern`` (a literal) from ``text``."""
+        return f"regexp_replace({text}, '{pattern}', '', 'g')" if self.postgres else f"regexp_replace({text}, '{pattern}', '')"
+
+    def row_id(self, alias: str, columns: Sequence[str]) -> tuple[str, str]:
+        """(SQL of a matched row's address, its type): PostgreSQL's ctid; on Redshift a digest of every column
+        (rows equal in every column share it, and are the same subject's rows)."""
+        if self.postgres:
+            return f"{alias}.ctid", "tid"
+        digests = [f"coalesce(md5({alias}.{quote_identifier(c)}::{self.text_type}), 'null')" for c in columns]
+        return "md5(" + (" || ".join(digests) or "''") + ")", self.text_type
+
+    def temp_table(self, name: str, columns: str) -> str:
+        """DDL of a temporary table that lives for the transaction (PostgreSQL) or the connection (Redshift)."""
+        return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns})" + (" ON COMMIT DROP" if self.postgres else "")
+
+    def clear(self, *tables: str) -> list[str]:
+        """Statements emptying ``tables`` inside a transaction (Redshift's TRUNCATE would commit it)."""
+        return [f"TRUNCATE {', '.join(tables)}"] if self.postgres else [f"DELETE FROM {t}" for t in tables]
+
+
+#: The dialects by JDBC URL scheme.
+DIALECTS = {
+    "postgresql": Dialect("postgresql", 5432, "text", savepoints=True),
+    "redshift": Dialect("redshift", 5439, "varchar(65535)", savepoints=False),
+}
+POSTGRESQL = DIALECTS["postgresql"]
 
 IDS_TABLE = "_ketch_identities"
 MATCHES_TABLE = "_ketch_matches"
@@ -56,8 +117,14 @@ class PgTable:
     def sql(self) -> str:
         return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
 
-    def column_types(self, conn: Any) -> dict[str, tuple[str, bool]]:
-        """Column name -> (SQL type, NOT NULL), from pg_attribute."""
+    def column_types(self, conn: Any, dialect: Dialect = POSTGRESQL) -> dict[str, tuple[str, bool]]:
+        """Column name -> (SQL type, NOT NULL), from pg_attribute (Redshift: information_schema)."""
+        if not dialect.postgres:
+            rows = conn.execute(
+                "SELECT column_name, data_type, is_nullable = 'NO' FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", (self.schema, self.table)
+            ).fetchall()
+            return {name: (sql_type, bool(not_null)) for name, sql_type, not_null in rows}
         rows = conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (self.sql,)
@@ -86,29 +153,31 @@ def identity_matchers(asset: Asset, columns: Mapping[str, Any]) -> tuple[list[tu
     return matchers, notes
 
 
-def unicode_collation(conn: Any) -> str:
+def unicode_collation(conn: Any, dialect: Dialect = POSTGRESQL) -> str:
     """``COLLATE "und-x-icu"`` when the server has ICU (lower() then folds every script, as Python
-    and Spark do, whatever the database's locale); empty otherwise (the database's own locale)."""
+    and Spark do, whatever the database's locale); empty otherwise (the database's own locale, and Redshift)."""
+    if not dialect.postgres:
+        return ""
     found = conn.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'").fetchone()
     return ' COLLATE "und-x-icu"' if found else ""
 
 
-def key_sql(column: str, identity_type: str, collation: str = "") -> str:
+def key_sql(column: str, identity_type: str, collation: str = "", dialect: Dialect = POSTGRESQL) -> str:
     """SQL normalising ``column`` like :func:`ketch_spark.rights.match.normalised_key` (``%(cc)s``: country prefix)."""
-    text = f"btrim({column}::text, ' ')"
+    text = f"btrim({column}::{dialect.text_type}, ' ')"
     if identity_type in ("email", "email_sha256"):
         return f"lower({text}{collation})"
     if identity_type != "phone":
         return text
-    compact = f"regexp_replace({text}, '[^0-9+]', '', 'g')"
-    digits = f"regexp_replace({compact}, '[^0-9]', '', 'g')"
+    compact = dialect.regexp_replace(text, "[^0-9+]")
+    digits = dialect.regexp_replace(compact, "[^0-9]")
     return (f"CASE WHEN left({compact}, 1) = '+' THEN '+' || {digits} "
             f"WHEN left({compact}, 2) = '00' THEN '+' || substr({digits}, 3, 64) "
-            f"ELSE %(cc)s::text || regexp_replace({digits}, '^0', '') END")
+            f"ELSE %(cc)s::{dialect.text_type} || regexp_replace({digits}, '^0', '') END")
 
 
 def replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key: bytes | None,
-                     params: dict[str, Any], name: str, secret_env: str) -> str:
+                     params: dict[str, Any], name: str, secret_env: str, dialect: Dialect = POSTGRESQL) -> str:
     """SQL of the obfuscated value of ``column`` under ``rule`` (as :func:`obfuscated_value` computes it).
 
     Raises:
@@ -129,7 +198,7 @@ def replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key: 
         return "NULL"
     if rule.method == "constant":
         params[name] = None if rule.value is None else str(rule.value)
-        return f"CAST(%({name})s::text AS {sql_type})"
+        return f"CAST(%({name})s::{dialect.text_type} AS {sql_type})"
     if rule.method not in ("sha256", "hmac", "random"):
         raise ObfuscationError(f"{where}: unknown obfuscation method {rule.method!r}")
     if sql_type.split("(")[0].strip() not in TEXT_TYPES:
@@ -137,12 +206,15 @@ def replacement_sql(column: str, column_type: tuple[str, bool], rule: Any, key: 
                                "constant for it (dsr.obfuscate.columns)")
     utf8 = f"convert_to(t.{quote_identifier(column)}, 'UTF8')"
     if rule.method == "random":
-        return "gen_random_uuid()::text"
+        return "gen_random_uuid()::text" if dialect.postgres else "md5(random()::varchar)"
     if rule.method == "sha256":
         if rule.value is not None:
             params[name] = hashlib.sha256(str(rule.value).encode("utf-8")).hexdigest()
-            return f"%({name})s::text"
-        return f"encode(sha256({utf8}), 'hex')"
+            return f"%({name})s::{dialect.text_type}"
+        return f"encode(sha256({utf8}), 'hex')" if dialect.postgres else f"sha2(t.{quote_identifier(column)}, 256)"
+    if not dialect.postgres:
+        raise ObfuscationError(f"{where}: method hmac is not available on Redshift (it has no SHA-256 over raw bytes"
+                               " to build HMAC from); use sha256, random, null or constant for it (dsr.obfuscate.columns)")
     if key is None:
         raise ObfuscationError(f"column {column}: method hmac needs a secret key; set the environment variable "
                                f"{secret_env}")
