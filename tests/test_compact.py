@@ -21,6 +21,7 @@ from ketch_spark.consent.compact import (
     compact_consent,
     consent_rates,
     state_commit_kind,
+    state_needs_clustering,
     state_needs_compacting,
 )
 from ketch_spark.consent.sources import append_events
@@ -333,6 +334,40 @@ def test_full_rebuild_clusters_the_state_by_org_so_one_org_reads_few_files(spark
     org_b = read_table(spark, cfg, "consent_state").where(F.col("org_id") == "org-b")
     assert {r["file"] for r in org_b.select(F.col("_metadata.file_path").alias("file")).collect()} == {
         f["file"] for f in files if f["first"] == "org-b"}
+
+
+def _files_by_org(spark, cfg) -> list:
+    return (
+        read_table(spark, cfg, "consent_state")
+        .groupBy(F.col("_metadata.file_path").alias("file"))
+        .agg(F.min("org_id").alias("first"), F.max("org_id").alias("last"))
+        .collect()
+    )
+
+
+def test_a_merge_writing_a_large_share_of_the_state_is_followed_by_a_clustering_optimize(spark, wide_cfg, tmp_path,
+                                                                                        monkeypatch):
+    from dataclasses import replace
+
+    cfg = replace(wide_cfg, warehouse=str(tmp_path / "warehouse"))
+    monkeypatch.setattr(compact_module, "_ROWS_PER_STATE_FILE", 6)
+    orgs = ("org-a", "org-b", "org-c", "org-d")
+    first = [(org, f"u-{i}", "alpha", True, 1) for i in range(6) for org in orgs]
+    _append(spark, cfg, first, "b-1")
+    compact_consent(spark, cfg)
+    small = [("org-a", "u-0", "alpha", False, 2)]  # 1 of 24 rows: the MERGE's file stays
+    _append(spark, cfg, small, "b-2")
+    assert (compact_consent(spark, cfg).optimized, state_needs_clustering(1, 24)) == (False, False)
+    assert any(f["first"] != f["last"] or f["first"] == "org-a" for f in _files_by_org(spark, cfg))
+    large = [(org, f"u-{i}", "alpha", False, 3) for i in range(1, 4) for org in orgs[:3]]  # 9 of 24 rows
+    _append(spark, cfg, large, "b-3")
+    merged = compact_consent(spark, cfg)
+    assert (merged.commit_kind, merged.optimized) == ("merge", True)
+    files = _files_by_org(spark, cfg)
+    assert len(files) >= 3 and sum(f["first"] != f["last"] for f in files) <= 1  # org ranges, not every org per file
+    one_org = read_table(spark, cfg, "consent_state").where(F.col("org_id") == "org-c").inputFiles()
+    assert len(one_org) < len(files)
+    assert _state(spark, cfg) == oracle(first + small + large)
 
 
 def _last_merge_metrics(spark, cfg):

@@ -34,10 +34,13 @@ How a run works (one code path for incremental and full):
    committed to consent/state while compaction runs conflicts with it instead
    of being overwritten (an overwrite computed from an earlier read could
    bring the erased rows back). Once MERGEs have multiplied the state's files
-   past what a rebuild would write, an OPTIMIZE clustered by org_id follows
-   the commit (:func:`state_needs_compacting`, checked on the files the run
-   read before its MERGE), so the dead rows and small files of earlier runs do
-   not pile up for every later read. The commit also records each purpose's
+   past what a rebuild would write (:func:`state_needs_compacting`, checked on
+   the files the run read before its MERGE), or when this run's MERGE wrote a
+   large share of the state (:func:`state_needs_clustering`: a MERGE's files
+   hold every org), an OPTIMIZE clustered by org_id, in files sized like a
+   rebuild's, follows the commit, so the dead rows and small files of earlier
+   runs do not pile up for every later read and a filter for one org reads
+   only that org's files. The commit also records each purpose's
    key-set size and the state's row count
    (:mod:`ketch_spark.consent.key_set_sizes`), kept up to date from the changed
    rows, so neither the next run nor a consent filter counts or measures them.
@@ -98,6 +101,7 @@ __all__ = [
     "consent_rates",
     "applied_events_version",
     "state_commit_kind",
+    "state_needs_clustering",
     "state_needs_compacting",
     "COMPACT_TXN_APP_ID",
 ]
@@ -117,6 +121,8 @@ _STATE_COLUMNS = ("org_id", "user_id", "granted", "known", "purpose_ts", "update
 _ROWS_PER_STATE_FILE = 250_000
 #: Files the state may hold beyond what a rebuild would write before a run OPTIMIZEs it.
 _EXTRA_STATE_FILES = 16
+#: Share of the state's rows one MERGE may write (in files holding every org) before the run re-clusters the state.
+_RECLUSTER_SHARE = 0.3
 OLD_GRANTED, OLD_KNOWN = "old_granted", "old_known"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 #: How a run commits: see :func:`state_commit_kind`.
@@ -477,6 +483,16 @@ def state_needs_compacting(state_rows: int, state_files: int) -> bool:
     return state_files > max(1, -(-state_rows // _ROWS_PER_STATE_FILE)) + _EXTRA_STATE_FILES
 
 
+def state_needs_clustering(changed: int, state_rows: int) -> bool:
+    """Whether a MERGE of ``changed`` rows into ``state_rows`` wrote :data:`_RECLUSTER_SHARE` of the state or more.
+
+    A MERGE writes its changed rows in files that hold every org, which a
+    consent filter for one org cannot skip: past that share, its first read of
+    the state costs measurably more (see the filter benchmark's clustered figures).
+    """
+    return state_rows > 0 and changed >= _RECLUSTER_SHARE * state_rows
+
+
 def _merge_source(rows_df: DataFrame) -> DataFrame:
     """The changed rows, as written to consent/state (the table's columns)."""
     return rows_df.where("changed").select(*_STATE_COLUMNS)
@@ -616,7 +632,8 @@ def _compact_once(spark: SparkSession, cfg: KetchConfig, batch_id: str | None, f
     commit_seconds = time.perf_counter() - commit_started
     fault_point("consent.compact.after_commit")
     # the MERGE adds files: the check sees them at the next run, which OPTIMIZEs then
-    optimized = incremental and kind != NO_CHANGE and _compact_state_files(spark, cfg, state_rows, state_files)
+    optimized = incremental and kind != NO_CHANGE and _compact_state_files(
+        spark, cfg, state_rows, state_files, counts["changed"])
     return _result(spark, cfg, full or applied is None, batch_id, from_version, upto, counts, True, started,
                    commit_seconds, kind, optimized)
 
@@ -643,17 +660,29 @@ def _incremental_commit_kind(changed: int, state_rows: int, cfg: KetchConfig) ->
     return kind
 
 
-def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int, state_files: int) -> bool:
-    """OPTIMIZEs consent/state, clustered by org_id, when its MERGEs have multiplied its files.
+def _compact_state_files(spark: SparkSession, cfg: KetchConfig, state_rows: int, state_files: int,
+                         changed: int) -> bool:
+    """OPTIMIZEs consent/state, clustered by org_id, when its MERGEs have multiplied its files or this
+    run's MERGE wrote a large share of its rows (:func:`state_needs_clustering`).
 
-    A commit of its own after the MERGE: it changes no row, and Delta fails it
-    rather than an erasure committed meanwhile. Returns whether it ran.
+    The files it writes are sized like a rebuild's (:data:`_ROWS_PER_STATE_FILE`
+    rows), so a filter for one org reads only that org's files. A commit of its
+    own after the MERGE: it changes no row, and Delta fails it rather than an
+    erasure committed meanwhile. Returns whether it ran.
     """
-    if not state_needs_compacting(state_rows, state_files):
+    if state_needs_compacting(state_rows, state_files):
+        logger.info("consent/state holds %d files for %d rows: OPTIMIZE", state_files, state_rows)
+    elif state_needs_clustering(changed, state_rows):
+        logger.info("compaction wrote %d of %d state rows unclustered: OPTIMIZE", changed, state_rows)
+    else:
         return False
-    logger.info("consent/state holds %d files for %d rows: OPTIMIZE", state_files, state_rows)
     try:
-        delta_table(spark, cfg, "consent_state").optimize().executeZOrderBy("org_id")
+        state = delta_table(spark, cfg, "consent_state")
+        size = int(state.detail().select("sizeInBytes").head()[0] or 0)
+        files = max(1, -(-state_rows // _ROWS_PER_STATE_FILE))
+        file_bytes = max(1, size // files)
+        with session_conf(spark, {"spark.databricks.delta.optimize.maxFileSize": str(file_bytes)}):
+            state.optimize().executeZOrderBy("org_id")
     except Exception as exc:  # noqa: BLE001 - maintenance only: the state is already committed
         logger.warning("OPTIMIZE of consent/state did not commit (%s); the next compaction tries again",
                        str(exc).splitlines()[0][:200])
