@@ -179,10 +179,19 @@ def _start_paused_job(job: str, args: list[str], conf: Path, point: str, logs: P
     logs.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PYSPARK_GATEWAY", "KETCH_SPARK_FAULTS"))}
-    env.update({"PYTHONPATH": str(REPO), PAUSE_AT_ENV: point, PAUSE_FILE_ENV: str(logs / "paused")})
+    env.update({"PYTHONPATH": str(REPO), PAUSE_AT_ENV: point, PAUSE_FILE_ENV: str(logs / "paused"),
+                # a killed JVM runs no shutdown hook: its scratch folder (a copy of every jar) is removed by the test
+                "SPARK_LOCAL_DIRS": str(_scratch(logs))})
     with open(logs / "stdout.log", "w") as out, open(logs / "stderr.log", "w") as err:
         return subprocess.Popen([sys.executable, str(REPO / "jobs" / job), "--conf", str(conf), *args],
                                 stdout=out, stderr=err, env=env, cwd=logs, start_new_session=True)
+
+
+def _scratch(logs: Path) -> Path:
+    """The killed job's Spark scratch folder (``SPARK_LOCAL_DIRS``), next to its logs."""
+    scratch = logs.parent / "spark-local"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -223,6 +232,8 @@ def kill_all_at(job: str, runs: dict[str, tuple[list[str], Path, Path]]) -> dict
         for process in processes.values():
             if process.poll() is None:
                 _kill_group(process)
+        for _, _, logs in runs.values():
+            shutil.rmtree(_scratch(logs), ignore_errors=True)
     return outcome
 
 

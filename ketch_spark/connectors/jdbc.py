@@ -131,7 +131,7 @@ class JdbcSource:
 def _parse(uri: str) -> tuple[str, int, str, str | None]:
     match = _URL.match(uri)
     if not match:
-        raise ConfigError("not a warehouse URL: expected jdbc:postgresql://host:port/database or "
+        raise ConfigError("not a PostgreSQL URL or Redshift URL: expected jdbc:postgresql://host:port/database or "
                           f"jdbc:redshift://host:port/database, found {uri!r}")
     port = int(match["port"] or DIALECTS[_dialect_of(uri)].default_port)
     return match["host"], port, match["db"], (match["rest"] or "").strip("/") or None
