@@ -48,6 +48,7 @@ _LOCAL_DEFAULTS = {
     "spark.broadcast.checksum": "false",
 }
 _DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+_DRIVER_CLASS_PATH = "spark.driver.extraClassPath"
 #: Log4j 2 configuration of the embedded JVM: Spark's default without the start-up warnings.
 LOG4J2_FILE = Path(__file__).with_name("log4j2.properties")
 _S3A_KEYS = {
@@ -320,7 +321,7 @@ def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *
         jars_dir = default_jars_dir(cfg.jars_dir)
         extension = extension_jar(jars_dir) if cfg.filter.session_extension else None
         log_store = required_log_store_jar(jars_dir) if uses_log_store(cfg) else log_store_jar(jars_dir)
-        settings["spark.jars"] = _local_jars(jars_dir, extension, log_store)
+        jars = _local_jars(jars_dir, extension, log_store)
         if cfg.filter.session_extension and extension is None:
             logger.warning(
                 "filter.session_extension is on but ketch-spark's session extension is not built for this pyspark "
@@ -338,7 +339,31 @@ def session_settings(cfg: KetchConfig, extra: Mapping[str, str] | None = None, *
         settings.pop("spark.master", None)
     else:
         settings[_DRIVER_JAVA_OPTIONS] = _with_log4j_file(settings.get(_DRIVER_JAVA_OPTIONS, ""))
+        _place_jars(settings, jars)
     return settings
+
+
+def _place_jars(settings: dict[str, str], jars: str) -> None:
+    """Puts ketch-spark's jars where an embedded session loads them, next to any the settings name.
+
+    On a local master (not local-cluster) in a JVM this session starts, on the driver's class path: the
+    driver is the executor, and through ``spark.jars`` Spark would copy every jar
+    (~700 MB with the AWS SDK) into each application's scratch folder, about a
+    second of every start. On a cluster master, or in a JVM already running (whose
+    class path is fixed), through ``spark.jars``.
+    """
+    master = settings.get("spark.master", "")
+    if (master == "local" or master.startswith("local[")) and not _jvm_running():
+        settings[_DRIVER_CLASS_PATH] = os.pathsep.join(filter(None, [*jars.split(","), settings.get(_DRIVER_CLASS_PATH)]))
+    else:
+        settings["spark.jars"] = ",".join(filter(None, [jars, settings.get("spark.jars")]))
+
+
+def _jvm_running() -> bool:
+    """Whether this Python process already talks to a Spark JVM (a session started and perhaps stopped)."""
+    from pyspark import SparkContext
+
+    return getattr(SparkContext, "_gateway", None) is not None
 
 
 def _with_log4j_file(java_options: str) -> str:

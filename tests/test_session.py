@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import logging
 
 import pytest
@@ -54,11 +55,32 @@ def test_session_is_configured(spark):
     assert extension_active(spark) is built  # the test session opts in; on the classpath and registered when built
 
 
+@pytest.mark.parametrize("master, running, where", [
+    ("local[2]", False, "class path"), ("local", False, "class path"), ("local[2]", True, "spark.jars"),
+    ("local-cluster[2,1,1024]", False, "spark.jars"), ("spark://master:7077", False, "spark.jars"),
+])
+def test_jars_go_on_the_class_path_of_a_new_local_jvm_else_through_spark_jars(base_config, monkeypatch, master,
+                                                                              running, where):
+    monkeypatch.setattr("ketch_spark.session._jvm_running", lambda: running)
+    mine = {"spark.driver.extraClassPath": "/opt/mine.jar", "spark.jars": "/opt/other.jar"}
+    settings = session_settings(base_config, {"spark.master": master, **mine})
+    class_path = settings["spark.driver.extraClassPath"].split(os.pathsep)
+    jars = settings["spark.jars"].split(",")
+    delta = [p for p in (class_path if where == "class path" else jars) if "delta-spark" in p]
+    assert len(delta) == 1 and "/opt/mine.jar" in class_path and "/opt/other.jar" in jars  # the caller's kept
+    assert not any("delta-spark" in p for p in (jars if where == "class path" else class_path))
+
+
+def _session_jars(settings: dict) -> list[str]:
+    """The jars the settings load, wherever they are placed (see session._place_jars)."""
+    return [*settings.get("spark.jars", "").split(","), *settings.get("spark.driver.extraClassPath", "").split(os.pathsep)]
+
+
 def test_session_extension_is_opt_in(base_config):
     settings = session_settings(base_config)
     assert base_config.filter.session_extension is False
     assert settings["spark.sql.extensions"] == delta_settings()["spark.sql.extensions"]
-    assert "ketch-spark-extensions" not in settings["spark.jars"]
+    assert not any("ketch-spark-extensions" in jar for jar in _session_jars(settings))
 
 
 @needs_extension
@@ -66,7 +88,7 @@ def test_opted_in_session_loads_the_jar_built_for_this_pyspark(base_config):
     cfg = dataclasses.replace(base_config, filter=dataclasses.replace(base_config.filter, session_extension=True))
     settings = session_settings(cfg)
     jar = extension_jar(default_jars_dir())
-    assert f"spark{pyspark.__version__}-" in jar.name and str(jar) in settings["spark.jars"].split(",")
+    assert f"spark{pyspark.__version__}-" in jar.name and str(jar) in _session_jars(settings)
     assert settings["spark.sql.extensions"].split(",")[-1] == EXTENSION_CLASS
 
 
@@ -225,7 +247,7 @@ def test_s3a_warehouse_commits_through_the_dynamodb_log_store(base_config):
     assert settings["spark.ketch.logStore.ddb.tableName"] == "ketch_delta_log"
     assert settings["spark.ketch.logStore.ddb.region"] == "eu-west-1"  # s3a's region unless delta.log_store sets one
     assert "spark.ketch.logStore.ddb.endpoint" not in settings
-    assert str(log_store_jar(default_jars_dir())) in settings["spark.jars"].split(",")
+    assert str(log_store_jar(default_jars_dir())) in _session_jars(settings)
     off = dataclasses.replace(cfg, delta=dataclasses.replace(
         cfg.delta, log_store=dataclasses.replace(cfg.delta.log_store, enabled=False)))
     assert not any(key.startswith(("spark.delta.logStore", "spark.ketch.logStore")) for key in session_settings(off))
