@@ -530,9 +530,12 @@ class JdbcConnector(Connector):
 
     def _matched(self, conn: Any, table: PgTable, asset: Asset) -> tuple[str, str]:
         """(FROM item of the matched rows' distinct ids as ``m``, the condition tying ``t`` to it)."""
+        return f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m", f"{self._row_id(conn, table, asset)} = m.row_id"
+
+    def _row_id(self, conn: Any, table: PgTable, asset: Asset) -> str:
+        """SQL of the address of a row ``t`` of ``table`` (see :meth:`Dialect.row_id`)."""
         dialect = self._dialect(asset)
-        row_id, _ = dialect.row_id("t", list(table.column_types(conn, dialect)))
-        return f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m", f"{row_id} = m.row_id"
+        return dialect.row_id("t", list(table.column_types(conn, dialect)))[0]
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
         """The table's rows matching the batch, plus ``_request_id``: one join, read through psycopg.
@@ -548,10 +551,8 @@ class JdbcConnector(Connector):
 
         def work(conn: Any, table: PgTable) -> list[str]:
             self._stage_matches(conn, table, asset, batch)
-            dialect = self._dialect(asset)
-            row_id, _ = dialect.row_id("t", list(table.column_types(conn, dialect)))
-            matched = f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON {row_id} = m.row_id"
-            if dialect.postgres:
+            matched = f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON {self._row_id(conn, table, asset)} = m.row_id"
+            if self._dialect(asset).postgres:
                 rows = conn.execute(f"SELECT (to_jsonb(t) || jsonb_build_object(%(rid)s::text, m.request_id))::text "
                                     f"{matched}", {"rid": REQUEST_ID_COLUMN}).fetchall()
                 return [r[0] for r in rows]
