@@ -116,62 +116,45 @@ class RecordingConnector(JdbcConnector):
 
 
 class _Recording:
-    def __init__(self, conn: Any, log: list[str]) -> None:
-        self._conn, self._log = conn, log
+    """A psycopg connection or cursor whose statements go to ``log`` before they are sent (its cursors too)."""
 
-    def execute(self, query, params=None, **kwargs):  # noqa: ANN001, ANN201
-        self._log.append(str(query))
-        return self._conn.execute(query, params, **kwargs)
+    def __init__(self, target: Any, log: list[str]) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_log", log)
+
+    def _sent(self, method: str, statement, *args, **kwargs):  # noqa: ANN001, ANN202
+        self._log.append(str(statement))
+        return getattr(self._target, method)(statement, *args, **kwargs)
+
+    def execute(self, query, *args, **kwargs):  # noqa: ANN001, ANN201
+        return self._sent("execute", query, *args, **kwargs)
+
+    def executemany(self, query, *args, **kwargs):  # noqa: ANN001, ANN201
+        return self._sent("executemany", query, *args, **kwargs)
+
+    def copy(self, statement, *args, **kwargs):  # noqa: ANN001, ANN201
+        return self._sent("copy", statement, *args, **kwargs)
 
     def cursor(self, *args, **kwargs):  # noqa: ANN201
-        return _RecordingCursor(self._conn.cursor(*args, **kwargs), self._log)
+        return _Recording(self._target.cursor(*args, **kwargs), self._log)
 
     def transaction(self, *args, **kwargs):  # noqa: ANN201
         # a nested block is a savepoint in psycopg: record it as the statement it sends
-        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if self._target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._log.append("SAVEPOINT (nested transaction block)")
-        return self._conn.transaction(*args, **kwargs)
+        return self._target.transaction(*args, **kwargs)
 
     def __enter__(self):  # noqa: ANN204
         return self
 
     def __exit__(self, *exc):  # noqa: ANN002, ANN204
-        return self._conn.__exit__(*exc)
+        return self._target.__exit__(*exc)
 
     def __getattr__(self, name):  # noqa: ANN001, ANN204
-        return getattr(self._conn, name)
+        return getattr(self._target, name)
 
     def __setattr__(self, name, value):  # noqa: ANN001
-        if name in ("_conn", "_log"):
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._conn, name, value)
-
-
-class _RecordingCursor:
-    def __init__(self, cursor: Any, log: list[str]) -> None:
-        self._cursor, self._log = cursor, log
-
-    def execute(self, query, params=None, **kwargs):  # noqa: ANN001, ANN201
-        self._log.append(str(query))
-        return self._cursor.execute(query, params, **kwargs)
-
-    def executemany(self, query, params_seq, **kwargs):  # noqa: ANN001, ANN201
-        self._log.append(str(query))
-        return self._cursor.executemany(query, params_seq, **kwargs)
-
-    def copy(self, statement, *args, **kwargs):  # noqa: ANN001, ANN201
-        self._log.append(str(statement))
-        return self._cursor.copy(statement, *args, **kwargs)
-
-    def __enter__(self):  # noqa: ANN204
-        return self
-
-    def __exit__(self, *exc):  # noqa: ANN002, ANN204
-        return self._cursor.__exit__(*exc)
-
-    def __getattr__(self, name):  # noqa: ANN001, ANN204
-        return getattr(self._cursor, name)
+        setattr(self._target, name, value)
 
 
 def _url(server: PostgresServer, db: str, scheme: str) -> str:

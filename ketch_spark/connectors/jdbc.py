@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
 import json
 import logging
 import os
@@ -263,7 +264,7 @@ def _json_value(value: Any) -> Any:
         import base64
 
         return base64.b64encode(bytes(value)).decode("ascii")
-    if hasattr(value, "as_integer_ratio"):  # Decimal
+    if isinstance(value, decimal.Decimal):
         return float(value)
     return str(value)
 
@@ -271,9 +272,28 @@ def _json_value(value: Any) -> Any:
 class _WholeTransactionFailed(Exception):
     """A statement failed where the database cannot undo one table alone (Redshift)."""
 
-    def __init__(self, table: PgTable, error: Exception) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
-        self.table, self.error = table, error
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """What :meth:`JdbcConnector._stage_matches` staged for one table.
+
+    Attributes:
+        notes: Identity columns of the asset that are not columns of the table.
+        dialect: The database's dialect.
+        row_id: SQL of a row ``t``'s address, as the match table holds it (:meth:`Dialect.row_id`).
+    """
+
+    notes: list[str]
+    dialect: Dialect
+    row_id: str
+
+    def matched(self) -> tuple[str, str]:
+        """(FROM item of the matched rows' distinct ids as ``m``, the condition tying ``t`` to it)."""
+        return f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m", f"{self.row_id} = m.row_id"
 
 
 class JdbcConnector(Connector):
@@ -477,11 +497,8 @@ class JdbcConnector(Connector):
     def _dialect(self, asset: Asset) -> Dialect:
         return DIALECTS[self.source_for(asset.properties["url"])[0].dialect]
 
-    def _stage_matches(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any]) -> list[str]:
-        """Fills the temporary match table (row id, request id) from ``batch`` (collected identities).
-
-        Returns notes on the identity columns that are not columns of the table.
-        """
+    def _stage_matches(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any]) -> _Staged:
+        """Fills the temporary match table (row id, request id) from ``batch`` (collected identities)."""
         dialect = self._dialect(asset)
         columns = table.column_types(conn, dialect)
         settings = self.cfg.dsr
@@ -494,8 +511,9 @@ class JdbcConnector(Connector):
         conn.execute(dialect.temp_table(MATCHES_TABLE, f"row_id {row_id_type}, request_id {text}"))
         for statement in dialect.clear(IDS_TABLE, MATCHES_TABLE):  # one transaction may stage several tables
             conn.execute(statement)
+        staged = _Staged(notes, dialect, row_id)
         if not identities or not matchers:
-            return notes
+            return staged
         _insert_identities(conn, dialect, identities)
         conn.execute(f"ANALYZE {IDS_TABLE}")
         branches, params = [], {"cc": phone_country_prefix(settings.default_phone_region)}
@@ -509,33 +527,25 @@ class JdbcConnector(Connector):
                 f"ON i.identity_type = %(t{index})s AND i.value = {key}{scope}"
             )
         conn.execute(f"INSERT INTO {MATCHES_TABLE} (row_id, request_id) " + "\nUNION\n".join(branches), params)
-        return notes
+        return staged
 
-    def _match_counts(self, conn: Any, table: PgTable, asset: Asset) -> tuple[dict[str, int], int]:
+    @staticmethod
+    def _match_counts(conn: Any, table: PgTable, staged: _Staged) -> tuple[dict[str, int], int]:
         """(matched rows per request, matched rows) of the staged matches, counted by the database.
 
         A ctid is one row; a Redshift row digest stands for every row equal to it
         in all columns, so there the rows are counted through a join with the table.
         """
-        if self._dialect(asset).postgres:
+        if staged.dialect.postgres:
             by_request = conn.execute(f"SELECT request_id, count(*) FROM {MATCHES_TABLE} GROUP BY request_id")
             matched = conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}")
         else:
-            _, condition = self._matched(conn, table, asset)
+            _, condition = staged.matched()
             by_request = conn.execute(f"SELECT m.request_id, count(*) FROM {table.sql} t JOIN {MATCHES_TABLE} m "
                                       f"ON {condition} GROUP BY m.request_id")
             matched = conn.execute(f"SELECT count(*) FROM {table.sql} t JOIN "
                                    f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m ON {condition}")
         return {rid: int(n) for rid, n in by_request.fetchall()}, int(matched.fetchone()[0])
-
-    def _matched(self, conn: Any, table: PgTable, asset: Asset) -> tuple[str, str]:
-        """(FROM item of the matched rows' distinct ids as ``m``, the condition tying ``t`` to it)."""
-        return f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m", f"{self._row_id(conn, table, asset)} = m.row_id"
-
-    def _row_id(self, conn: Any, table: PgTable, asset: Asset) -> str:
-        """SQL of the address of a row ``t`` of ``table`` (see :meth:`Dialect.row_id`)."""
-        dialect = self._dialect(asset)
-        return dialect.row_id("t", list(table.column_types(conn, dialect)))[0]
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:
         """The table's rows matching the batch, plus ``_request_id``: one join, read through psycopg.
@@ -550,9 +560,9 @@ class JdbcConnector(Connector):
         batch = batch_rows(identities_df)  # before the connection opens: no transaction waits on Spark
 
         def work(conn: Any, table: PgTable) -> list[str]:
-            self._stage_matches(conn, table, asset, batch)
-            matched = f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON {self._row_id(conn, table, asset)} = m.row_id"
-            if self._dialect(asset).postgres:
+            staged = self._stage_matches(conn, table, asset, batch)
+            matched = f"FROM {table.sql} t JOIN {MATCHES_TABLE} m ON {staged.row_id} = m.row_id"
+            if staged.dialect.postgres:
                 rows = conn.execute(f"SELECT (to_jsonb(t) || jsonb_build_object(%(rid)s::text, m.request_id))::text "
                                     f"{matched}", {"rid": REQUEST_ID_COLUMN}).fetchall()
                 return [r[0] for r in rows]
@@ -608,7 +618,8 @@ class JdbcConnector(Connector):
         except ConnectorError as exc:
             return [exc] * len(entries)
         results: list[EraseCounts | Exception] = []
-        savepoint = conn.transaction if DIALECTS[source.dialect].savepoints else contextlib.nullcontext
+        has_savepoints = DIALECTS[source.dialect].savepoints
+        savepoint = conn.transaction if has_savepoints else contextlib.nullcontext
         try:
             with conn.transaction():
                 for table, (asset, batch, mode) in zip(tables, entries):
@@ -616,8 +627,8 @@ class JdbcConnector(Connector):
                         with savepoint():  # this table's failure is undone alone (PostgreSQL)
                             results.append(self._erase_table(conn, table, asset, batch, mode))
                     except psycopg.Error as exc:
-                        if not DIALECTS[source.dialect].savepoints:
-                            raise _WholeTransactionFailed(table, self._table_error("erase", table, source, exc))
+                        if not has_savepoints:
+                            raise _WholeTransactionFailed(self._table_error("erase", table, source, exc))
                         results.append(self._table_error("erase", table, source, exc))
                     except Exception as exc:  # noqa: BLE001 - ConnectorError, ObfuscationError: this table's
                         results.append(exc)
@@ -646,11 +657,12 @@ class JdbcConnector(Connector):
         table.require(conn, "SELECT", self._user(asset))
         assignments, params = ({}, {}) if mode == "delete" else self._assignments(conn, table, asset)
         table.require(conn, privilege, self._user(asset), list(assignments))
-        counts = EraseCounts(notes=self._stage_matches(conn, table, asset, batch))
-        counts.rows_by_request, counts.rows_matched = self._match_counts(conn, table, asset)
+        staged = self._stage_matches(conn, table, asset, batch)
+        counts = EraseCounts(notes=staged.notes)
+        counts.rows_by_request, counts.rows_matched = self._match_counts(conn, table, staged)
         if counts.rows_matched == 0:
             return counts
-        matched, condition = self._matched(conn, table, asset)
+        matched, condition = staged.matched()
         if mode == "delete":
             statement = f"DELETE FROM {table.sql} t USING {matched} WHERE {condition}"
         elif assignments:
@@ -667,8 +679,7 @@ class JdbcConnector(Connector):
         batch = batch_rows(identities_df)
 
         def work(conn: Any, table: PgTable) -> int:
-            self._stage_matches(conn, table, asset, batch)
-            return self._match_counts(conn, table, asset)[1]
+            return self._match_counts(conn, table, self._stage_matches(conn, table, asset, batch))[1]
 
         remaining = self._rights_transaction(asset, "verify", work)
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
