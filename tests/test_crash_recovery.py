@@ -177,6 +177,7 @@ class KilledJob:
 
 def _start_paused_job(job: str, args: list[str], conf: Path, point: str, logs: Path) -> subprocess.Popen:
     logs.mkdir(parents=True, exist_ok=True)
+    _scratch(logs).mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PYSPARK_GATEWAY", "KETCH_SPARK_FAULTS"))}
     env.update({"PYTHONPATH": str(REPO), PAUSE_AT_ENV: point, PAUSE_FILE_ENV: str(logs / "paused"),
@@ -189,9 +190,7 @@ def _start_paused_job(job: str, args: list[str], conf: Path, point: str, logs: P
 
 def _scratch(logs: Path) -> Path:
     """The killed job's Spark scratch folder (``SPARK_LOCAL_DIRS``), next to its logs."""
-    scratch = logs.parent / "spark-local"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch
+    return logs.parent / "spark-local"
 
 
 def _kill_group(process: subprocess.Popen) -> None:
