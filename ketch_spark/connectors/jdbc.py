@@ -28,6 +28,10 @@ per identity column (columns normalised in SQL the way
 HMAC-SHA256 built from ``sha256()``, no pgcrypto needed). On PostgreSQL rows are
 addressed by ``ctid``; what Redshift does instead is in
 :mod:`ketch_spark.connectors.jdbc_rights` (:class:`Dialect`).
+
+The configured sources and their URIs are in
+:mod:`ketch_spark.connectors.jdbc_sources`, the catalog queries of discovery in
+:mod:`ketch_spark.connectors.jdbc_discovery`.
 """
 
 from __future__ import annotations
@@ -37,15 +41,14 @@ import datetime as dt
 import decimal
 import json
 import logging
-import os
-import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from ketch_spark.connectors.base import Asset, Connector, EraseCounts, VerifyResult, describe_error, fingerprint_of
+from ketch_spark.connectors.jdbc_discovery import read_metadata, spark_schema
 from ketch_spark.connectors.jdbc_rights import (
     DIALECTS,
     IDS_TABLE,
@@ -58,190 +61,13 @@ from ketch_spark.connectors.jdbc_rights import (
     replacement_sql,
     unicode_collation,
 )
+from ketch_spark.connectors.jdbc_sources import JdbcSource, is_jdbc_uri, jdbc_sources, parse_jdbc_uri
 from ketch_spark.errors import ConfigError, ConnectorError
 from ketch_spark.rights.match import batch_rows, phone_country_prefix
 
 __all__ = ["JdbcConnector", "JdbcSource", "jdbc_sources", "is_jdbc_uri"]
 
 logger = logging.getLogger(__name__)
-
-_URL = re.compile(
-    r"^(?:jdbc:)?(?P<scheme>postgres(?:ql)?|redshift)://(?:[^@/]*@)?(?P<host>[^/:?]+)(?::(?P<port>\d+))?/(?P<db>[^/?]+)"
-    r"(?:/(?P<rest>[^?]*))?(?:\?.*)?$"
-)
-_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
-_PG_TYPES: Mapping[str, T.DataType] = {
-    "smallint": T.ShortType(),
-    "integer": T.IntegerType(),
-    "bigint": T.LongType(),
-    "real": T.FloatType(),
-    "double precision": T.DoubleType(),
-    "numeric": T.DecimalType(38, 10),
-    "boolean": T.BooleanType(),
-    "date": T.DateType(),
-    "timestamp without time zone": T.TimestampNTZType(),
-    "timestamp with time zone": T.TimestampType(),
-    "bytea": T.BinaryType(),
-}
-
-
-def is_jdbc_uri(uri: str) -> bool:
-    """Whether ``uri`` names a warehouse source (``jdbc:postgresql://``, ``postgresql://``, ``jdbc:redshift://``)."""
-    return bool(_URL.match(uri))
-
-
-@dataclass(frozen=True)
-class JdbcSource:
-    """One configured warehouse.
-
-    Attributes:
-        host: Server host.
-        port: Server port.
-        database: Database name.
-        user: Login role.
-        password: Password (never logged, never stored in the catalog).
-        schemas: Schemas to scan; empty means every user schema.
-        connect_timeout: Connection timeout in seconds.
-        dialect: ``postgresql`` or ``redshift``, from the URL's scheme.
-    """
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str | None
-    schemas: tuple[str, ...] = ()
-    connect_timeout: int = 10
-    dialect: str = "postgresql"
-
-    @property
-    def url(self) -> str:
-        """JDBC URL without credentials."""
-        return f"jdbc:{self.dialect}://{self.host}:{self.port}/{self.database}"
-
-    @property
-    def spark_url(self) -> str:
-        """The URL Spark's JDBC source reads with the PostgreSQL driver (Redshift speaks its protocol)."""
-        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
-
-    def same_server(self, host: str, port: int, database: str) -> bool:
-        """Whether this source is ``host:port/database``."""
-        return (self.host, self.port, self.database) == (host, port, database)
-
-
-def _parse(uri: str) -> tuple[str, int, str, str | None]:
-    match = _URL.match(uri)
-    if not match:
-        raise ConfigError("not a PostgreSQL URL or Redshift URL: expected jdbc:postgresql://host:port/database or "
-                          f"jdbc:redshift://host:port/database, found {uri!r}")
-    port = int(match["port"] or DIALECTS[_dialect_of(uri)].default_port)
-    return match["host"], port, match["db"], (match["rest"] or "").strip("/") or None
-
-
-def _dialect_of(uri: str) -> str:
-    match = _URL.match(uri)
-    return "redshift" if match and match["scheme"] == "redshift" else "postgresql"
-
-
-def _base_url(uri: str) -> str:
-    """``jdbc:<dialect>://host:port/database`` of ``uri``."""
-    host, port, database, _ = _parse(uri)
-    return f"jdbc:{_dialect_of(uri)}://{host}:{port}/{database}"
-
-
-def _source_from(entry: Mapping[str, Any]) -> JdbcSource:
-    if not isinstance(entry, Mapping) or "url" not in entry:
-        raise ConfigError("connectors.jdbc: each entry needs a 'url' (jdbc:postgresql://host:port/database or "
-                          "jdbc:redshift://host:port/database)")
-    host, port, database, _ = _parse(str(entry["url"]))
-    password = entry.get("password")
-    if password is None and entry.get("password_env"):
-        password = os.environ.get(str(entry["password_env"]))
-        if password is None:
-            raise ConfigError(f"connectors.jdbc: environment variable {entry['password_env']} is not set")
-    schemas = entry.get("schemas") or ()
-    if isinstance(schemas, str):
-        schemas = (schemas,)
-    if not isinstance(schemas, (list, tuple)):
-        raise ConfigError(f"connectors.jdbc.schemas: expected a schema name or a list of them, found {schemas!r}")
-    timeout = entry.get("connect_timeout", 10)
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        raise ConfigError(f"connectors.jdbc.connect_timeout: expected a positive number of seconds, found {timeout!r}")
-    return JdbcSource(
-        host=host,
-        port=port,
-        database=database,
-        user=str(entry.get("user") or ""),
-        password=None if password is None else str(password),
-        schemas=tuple(str(s) for s in schemas),
-        connect_timeout=timeout,
-        dialect=_dialect_of(str(entry["url"])),
-    )
-
-
-def jdbc_sources(connectors: Mapping[str, Any]) -> list[JdbcSource]:
-    """The configured warehouses of a ``connectors`` section.
-
-    Raises:
-        ConfigError: An entry lacks a URL or has a value of the wrong type, or names an unset password variable.
-    """
-    raw = connectors.get("jdbc") or []
-    if not isinstance(raw, (Mapping, list)):
-        raise ConfigError(f"connectors.jdbc: expected one mapping or a list of them, found {raw!r}")
-    entries = [raw] if isinstance(raw, Mapping) else raw
-    return [_source_from(entry) for entry in entries]
-
-
-_TABLES_SQL = """
-SELECT table_schema, table_name FROM information_schema.tables
-WHERE table_type = 'BASE TABLE' AND table_schema <> ALL(%(system)s)
-ORDER BY table_schema, table_name
-"""
-_COLUMNS_SQL = """
-SELECT table_schema, table_name, column_name, data_type, is_nullable FROM information_schema.columns
-WHERE table_schema <> ALL(%(system)s)
-ORDER BY table_schema, table_name, ordinal_position
-"""
-_PRIMARY_KEYS_SQL = """
-SELECT n.nspname, c.relname, a.attname
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
-WHERE i.indisprimary AND n.nspname <> ALL(%(system)s)
-ORDER BY n.nspname, c.relname, array_position(i.indkey::int2[], a.attnum)
-"""
-_STATS_SQL = """
-SELECT n.nspname, c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid),
-       s.n_live_tup, s.n_tup_ins, s.n_tup_upd, s.n_tup_del
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%(system)s)
-"""
-
-# Redshift has no arrays as parameters, no pg_index of primary keys and no pg_stat_user_tables: the
-# same four answers from information_schema and svv_table_info (rows, and size in 1 MB blocks).
-_REDSHIFT_SYSTEM_SCHEMAS = (*_SYSTEM_SCHEMAS, "pg_internal", "pg_automv")
-_NOT_SYSTEM = "NOT IN (" + ", ".join(f"%(s{i})s" for i in range(len(_REDSHIFT_SYSTEM_SCHEMAS))) + ")"
-_REDSHIFT_METADATA_SQL = (
-    _TABLES_SQL.replace("<> ALL(%(system)s)", _NOT_SYSTEM),
-    _COLUMNS_SQL.replace("<> ALL(%(system)s)", _NOT_SYSTEM),
-    f"""
-SELECT k.table_schema, k.table_name, k.column_name
-FROM information_schema.table_constraints c
-JOIN information_schema.key_column_usage k
-  ON k.constraint_schema = c.constraint_schema AND k.constraint_name = c.constraint_name
- AND k.table_name = c.table_name
-WHERE c.constraint_type = 'PRIMARY KEY' AND k.table_schema {_NOT_SYSTEM}
-ORDER BY k.table_schema, k.table_name, k.ordinal_position
-""",
-    f"""
-SELECT "schema", "table", tbl_rows::bigint, size::bigint * 1048576, NULL, NULL, NULL, NULL
-FROM svv_table_info WHERE "schema" {_NOT_SYSTEM}
-""",
-)
-
 
 def _insert_identities(conn: Any, dialect: Dialect, identities: list[Any]) -> None:
     """The batch's identities into the temporary table, as bound values (COPY on PostgreSQL)."""
@@ -307,21 +133,21 @@ class JdbcConnector(Connector):
         Raises:
             ConnectorError: No ``connectors.jdbc`` entry has this server and database.
         """
-        host, port, database, rest = _parse(uri)
+        parsed = parse_jdbc_uri(uri)
         for source in jdbc_sources(self.cfg.section("connectors")):
-            if source.same_server(host, port, database) and source.dialect == _dialect_of(uri):
-                return source, rest
-        raise ConnectorError(f"no connectors.jdbc entry for {_base_url(uri)}; add its url and credentials")
+            if source.named_by(parsed):
+                return source, parsed.narrowing
+        raise ConnectorError(f"no connectors.jdbc entry for {parsed.base_url}; add its url and credentials")
 
     def location_prefix(self, uri: str) -> str:
         """``jdbc:postgresql://host:port/db`` (plus ``/schema[.table]`` when the URI narrows it)."""
-        rest = _parse(uri)[3]
-        return f"{_base_url(uri)}/{rest}" if rest else _base_url(uri)
+        return parse_jdbc_uri(uri).location_prefix
 
     def covers(self, uri: str, location: str) -> bool:
         """Whether the table at ``location`` lies in the server, schema or table ``uri`` names."""
-        rest, base = _parse(uri)[3], _base_url(uri)
-        if location == self.location_prefix(uri):
+        parsed = parse_jdbc_uri(uri)
+        rest, base = parsed.narrowing, parsed.base_url
+        if location == parsed.location_prefix:
             return True
         if not location.startswith(base + "/"):
             return False
@@ -342,13 +168,8 @@ class JdbcConnector(Connector):
         )
 
     def _metadata(self, source: JdbcSource) -> tuple[list, list, list, list]:
-        params = {"system": list(_SYSTEM_SCHEMAS)}
-        statements = (_TABLES_SQL, _COLUMNS_SQL, _PRIMARY_KEYS_SQL, _STATS_SQL)
-        if source.dialect == "redshift":
-            params = {f"s{i}": name for i, name in enumerate(_REDSHIFT_SYSTEM_SCHEMAS)}
-            statements = _REDSHIFT_METADATA_SQL
         with self._connect(source) as conn:
-            return tuple(conn.execute(sql, params).fetchall() for sql in statements)
+            return read_metadata(conn, source.dialect)
 
     def discover(self, uri: str) -> list[Asset]:
         """Tables of the source named by ``uri`` (metadata only: information_schema and pg_catalog).
@@ -391,10 +212,6 @@ class JdbcConnector(Connector):
 
     def _table_asset(self, source: JdbcSource, schema: str, table: str, columns: list[tuple[str, str, str]],
                      primary_key: list[str], stats: tuple | None) -> Asset:
-        spark_schema = T.StructType(
-            [T.StructField(name, _PG_TYPES.get(data_type, T.StringType()), nullable == "YES")
-             for name, data_type, nullable in columns]
-        )
         reltuples, size, live, inserted, updated, deleted = stats or (None, None, None, None, None, None)
         row_estimate = reltuples if reltuples is not None and reltuples >= 0 else live
         properties = {"url": source.url, "table": f"{schema}.{table}", "primary_key": ",".join(primary_key)}
@@ -405,7 +222,7 @@ class JdbcConnector(Connector):
             location=f"{source.url}/{schema}.{table}",
             name=f"{schema}.{table}",
             format="jdbc",
-            schema=spark_schema,
+            schema=spark_schema(columns),
             size_bytes=None if size is None else int(size),
             row_estimate=None if row_estimate is None else int(row_estimate),
             fingerprint=fingerprint_of([c[:2] for c in columns], primary_key, inserted, updated, deleted),
