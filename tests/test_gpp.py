@@ -281,6 +281,8 @@ HOSTILE = {
     "garbage!": "bad_base64url",
     "DBABLA~BAAQ YAAAAgBA": "bad_base64url",
     "DBABLA~BAAQYAAAAgBA=": "bad_base64url",
+    "DBABLA~BAAQYAAAAgBA\u2028": "bad_base64url",  # a line terminator the trim keeps, at the very end
+    "DBABLA~BAAQYAAAAgBA\u0085": "bad_base64url",
     "DB": "bad_header",
     "DBA.BLA~BAAQYAAAAgBA": "bad_header",
     "CBABLA~BAAQYAAAAgBA": "bad_header",

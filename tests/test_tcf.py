@@ -8,7 +8,16 @@ import random
 from iab_tcf import decode_v2
 from pyspark.sql import functions as F
 
-from ketch_spark.consent.tcf import tc_choices, tc_fields, us_privacy_choices, us_privacy_valid
+from ketch_spark.consent.tcf import (
+    TC_CORE_BITS,
+    TC_FIELDS,
+    tc_choices,
+    tc_core_binary,
+    tc_field,
+    tc_fields,
+    us_privacy_choices,
+    us_privacy_valid,
+)
 from tcf_encode import encode_tc
 
 #: Examples from the IAB TCF v2 specification and its reference SDKs' documentation.
@@ -84,7 +93,8 @@ def test_choices_from_tc_and_us_privacy(spark, policy):
     ts = dt.datetime(2026, 5, 4, 3, 2, 1)
     tc = encode_tc(created=ts, last_updated=ts, purposes_consent={1, 2, 3, 4, 5, 8}, purposes_li={7, 10})
     usp_ts = dt.datetime(2026, 5, 5)
-    rows = [(tc, "1YYN"), (None, "1NNN"), (None, "1---"), ("not*valid", "1nyy"), (None, "2YNN"), (None, None)]
+    rows = [(tc, "1YYN"), (None, "1NNN"), (None, "1---"), ("not*valid", "1nyy"), (None, "2YNN"), (None, None),
+            (tc + "\n", "1YNN\n"), (None, "1YNN\u2028")]
     df = spark.createDataFrame(rows, "tc_string string, us_privacy string").select(
         "tc_string", "us_privacy",
         tc_choices(tc_fields("tc_string"), policy).alias("tc_choices"),
@@ -112,3 +122,59 @@ def test_choices_from_tc_and_us_privacy(spark, policy):
     assert got[3] == ({}, True, {"data_sale": False, "advertising": False})  # lower case accepted; bad TC: nothing
     assert got[4][1:] == (False, {})
     assert got[5][1] is None and got[5][2] == {}
+    assert got[6] == ({}, False, {}) and got[7] == ({}, False, {})  # a trailing line terminator is not whitespace
+
+
+def _whole_core_decode(tc_string: str) -> F.Column:
+    """The core segment decoded whole (to binary, then each field from its own hex digits): the oracle for the
+    first-40-characters read of :func:`tc_fields`."""
+    raw = F.col(tc_string)
+    binary = tc_core_binary(raw)
+    core_hex = F.hex(binary)
+    values = {name: tc_field(core_hex, offset, length) for name, (offset, length) in TC_FIELDS.items()}
+    valid = (binary.isNotNull() & (F.octet_length(binary) * 8 >= TC_CORE_BITS)
+             & (values["version"] == 2) & (values["last_updated"] > 0))
+    valid = F.when(raw.isNull(), F.lit(None).cast("boolean")).otherwise(F.coalesce(valid, F.lit(False)))
+    return F.struct(valid.alias("valid"), *(F.when(valid, values[name]).alias(name) for name in TC_FIELDS))
+
+
+def _mutated(strings: list[str], n: int, seed: int = 5) -> list[str]:
+    """Valid strings cut, padded, extended and spoilt one hostile character at a time."""
+    rng = random.Random(seed)
+    hostile = ["+", "/", "=", ".", " ", "\t", "\n", "é", "€", "😀", "\x00", "~", "*", "A", "_", "-", "'", "%"]
+    out = []
+    for _ in range(n):
+        s = rng.choice(strings)
+        kind = rng.randrange(6)
+        if kind == 0:  # cut anywhere, including around 35, 36 and 37 characters
+            s = s[: rng.choice([rng.randrange(len(s) + 1), 35, 36, 37, 39, 40, 41])]
+        elif kind == 1:
+            i = rng.randrange(len(s) + 1)
+            s = s[:i] + rng.choice(hostile) + s[i:]
+        elif kind == 2:
+            i = rng.randrange(len(s))
+            s = s[:i] + rng.choice(hostile) + s[i + 1:]
+        elif kind == 3:  # a long vendor section in the core
+            s = s.split(".")[0] + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+                                          for _ in range(rng.randrange(1, 400)))
+        elif kind == 4:
+            s = rng.choice([" ", "\t", "\n ", ""]) + s + rng.choice([" ", "\r\n", ".", "..", ""])
+        out.append(s)
+    return out
+
+
+def test_reading_forty_characters_equals_decoding_the_whole_core(spark):
+    strings = IAB_EXAMPLES + _generated(40, seed=3)
+    corpus = sorted(set(_mutated(strings, 3000) + strings + INVALID))
+    df = spark.createDataFrame([(s,) for s in corpus] + [(None,)], "tc_string string")
+    names = ["valid", *TC_FIELDS]
+    got = df.select("tc_string", tc_fields("tc_string").alias("tc"), _whole_core_decode("tc_string").alias("whole"))
+    mismatches = got.where(" OR ".join(f"NOT (tc.{n} <=> whole.{n})" for n in ("valid", "version", "cmp_id",
+                                                                              "vendor_list_version", "purposes_consent",
+                                                                              "purposes_li_transparency")))
+    mismatches = mismatches.union(got.where(
+        "NOT (tc.created <=> timestamp_millis(whole.created * 100)) OR NOT (tc.last_updated <=> timestamp_millis(whole.last_updated * 100))"
+    )).collect()
+    assert mismatches == [], mismatches[:5]
+    counts = got.groupBy("tc.valid").count().collect()
+    assert {r["valid"]: r["count"] for r in counts}.keys() == {True, False, None} and len(names) == 9

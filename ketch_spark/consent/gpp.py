@@ -113,7 +113,7 @@ GPP_REASONS: Mapping[str, str] = {
 
 _TCF_ID, _USP_ID = 2, 6
 _TCF_WHERE, _USP_WHERE = "section 2 (tcfeuv2)", "section 6 (uspv1)"
-_CHARSET = r"^[A-Za-z0-9_~.-]+$"
+_CHARSET = r"^[A-Za-z0-9_~.-]+\z"  # \z: "$" would also match before a final line terminator
 _WHITESPACE = " \t\r\n"
 _HEADER_TYPE, _HEADER_VERSION = 3, 1
 _HEADER_FIXED_CHARS = 4  # Type (6 bits), Version (6) and the entry count (12)

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from ketch_spark.consent import gpp_bits as bits
 from ketch_spark.consent.gpp_layouts import US_SECTIONS, VERSION_BITS, Layout, UsSection, field_offsets, layout_bits
-from ketch_spark.consent.tcf import TC_CORE_BITS, TC_FIELDS
+from ketch_spark.consent.tcf import TC_CORE_CHARS, TC_FIELDS, TC_WORDS, tc_core_values
 
 __all__ = [
     "Env",
@@ -36,7 +36,6 @@ Env = Mapping[str, Column]
 Stage = Callable[[Env], dict[str, Column]]
 
 _TCF_ID, _USP_ID = 2, 6
-_TC_WORDS = 4  # the TC string fields read end at bit 200
 
 
 def any_of(conditions: list[Column]) -> Column:
@@ -78,7 +77,7 @@ def texts_stage(env: Env) -> dict[str, Column]:
 def cores_stage(env: Env) -> dict[str, Column]:
     """Per US section: its core segment, as hex digits too, and the sub-section after it (null when none)."""
     tcf_core = F.substring_index(env["tcf_text"], ".", 1)
-    out = {"tcf_core": tcf_core, "tcf_hex": bits.base64url_hex(tcf_core, _TC_WORDS * bits.WORD_BITS // 6)}
+    out = {"tcf_core": tcf_core, "tcf_hex": bits.base64url_hex(tcf_core, TC_CORE_CHARS)}
     for section in US_SECTIONS.values():
         text = env[f"{section.name}_text"]
         # substring_index, not split_part: Spark's split_part compiles a regex per call.
@@ -91,7 +90,7 @@ def cores_stage(env: Env) -> dict[str, Column]:
 
 def words_stage(env: Env) -> dict[str, Column]:
     """Per US section: its core's bits as integers, and the first character of its sub-section."""
-    out = {f"tcf_w{w}": bits.hex_word(env["tcf_hex"], w) for w in range(_TC_WORDS)}
+    out = {f"tcf_w{w}": bits.hex_word(env["tcf_hex"], w) for w in range(TC_WORDS)}
     for section in US_SECTIONS.values():
         for w in range(_n_words(section)):
             out[f"{section.name}_w{w}"] = bits.hex_word(env[f"{section.name}_hex"], w)
@@ -103,20 +102,10 @@ def words_stage(env: Env) -> dict[str, Column]:
 def tcf_stage(env: Env) -> dict[str, Column]:
     """The tcfeuv2 section's core segment read as a TC string: its fields and whether it is one (null when absent).
 
-    As :func:`~ketch_spark.consent.tcf.tc_fields` reads it: base64url of a length
-    other than 4k + 1, at least :data:`~ketch_spark.consent.tcf.TC_CORE_BITS`
-    bits of whole bytes (36 characters), version 2 and a positive LastUpdated.
+    As :func:`~ketch_spark.consent.tcf.tc_fields` reads it (:func:`~ketch_spark.consent.tcf.tc_core_values`).
     """
-    core, words = env["tcf_core"], [env[f"tcf_w{w}"] for w in range(_TC_WORDS)]
-    values = {name: bits.field(words, offset, length) for name, (offset, length) in TC_FIELDS.items()}
-    length = F.length(core)
-    valid = (
-        core.rlike(r"^[A-Za-z0-9_-]+$")
-        & (length % 4 != 1)
-        & (F.floor(length * 6 / 8) * 8 >= TC_CORE_BITS)
-        & (values["version"] == 2)
-        & (values["last_updated"] > 0)
-    )
+    core = env["tcf_core"]
+    valid, values = tc_core_values(core, [env[f"tcf_w{w}"] for w in range(TC_WORDS)])
     out = {"tcf_valid": F.when(core.isNotNull(), F.coalesce(valid, F.lit(False)))}
     for name in TC_FIELDS:
         out[f"tcf_{name}"] = values[name]

@@ -28,19 +28,23 @@ The string carries no time, so its choices take the record's ``ts``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from ketch_spark.consent import gpp_bits as bits
 from ketch_spark.policy import Policy
 
 __all__ = [
     "TC_FIELDS",
     "TC_CORE_BITS",
+    "TC_WORDS",
+    "TC_CORE_CHARS",
     "CHOICE_TYPE",
     "tc_core_binary",
     "tc_field",
+    "tc_core_values",
     "tc_fields",
     "with_tc_fields",
     "tc_choices",
@@ -61,11 +65,17 @@ TC_FIELDS: Mapping[str, tuple[int, int]] = {
 }
 #: The core segment holds at least this many bits (through PublisherCC).
 TC_CORE_BITS = 213
+#: 60-bit integers of the core segment that hold the fields read (they end at bit 200).
+TC_WORDS = 4
+#: Characters of the core segment those integers are read from (the rest is not decoded).
+TC_CORE_CHARS = TC_WORDS * bits.WORD_BITS // 6
 _TCF_PURPOSES = 24
 _SUPPORTED_VERSION = 2
 #: Element type of the choice arrays built here.
 CHOICE_TYPE = "array<struct<purpose:string,granted:boolean,event_ts:timestamp>>"
-_US_PRIVACY_PATTERN = r"^1[YN-][YN-][YN-]$"
+_US_PRIVACY_PATTERN = r"^1[YN-][YN-][YN-]\z"
+#: Java regular expressions: ``\z`` is the end of the text (``$`` would also match before a final line terminator).
+_BASE64URL = r"^[A-Za-z0-9_-]+\z"
 
 
 def _col(col: Column | str) -> Column:
@@ -79,7 +89,7 @@ def tc_core_binary(tc_string: Column | str) -> Column:
         tc_string: A string column holding TC strings.
     """
     core = F.substring_index(F.trim(_col(tc_string)), ".", 1)  # not split_part: it compiles a regex per call
-    well_formed = core.rlike(r"^[A-Za-z0-9_-]+$") & (F.length(core) % 4 != 1)
+    well_formed = core.rlike(_BASE64URL) & (F.length(core) % 4 != 1)
     standard = F.translate(core, "-_", "+/")
     padded = F.concat(standard, F.repeat(F.lit("="), (F.lit(4) - F.length(standard) % 4) % 4))
     return F.when(well_formed, F.try_to_binary(padded, F.lit("base64")))
@@ -99,6 +109,33 @@ def _deciseconds_to_ts(value: Column) -> Column:
     return F.timestamp_millis(value * 100)
 
 
+def tc_core_values(core: Column, words: Sequence[Column]) -> tuple[Column, dict[str, Column]]:
+    """Whether a TC string's core segment is one, and its :data:`TC_FIELDS` values.
+
+    Args:
+        core: The core segment's text (before the first ``.``).
+        words: The :data:`TC_WORDS` 60-bit integers of its first
+            :data:`TC_CORE_CHARS` characters (:func:`ketch_spark.consent.gpp_bits.hex_word`
+            of :func:`ketch_spark.consent.gpp_bits.base64url_hex`).
+
+    Returns:
+        ``valid`` (base64url of a length other than 4k + 1, at least
+        :data:`TC_CORE_BITS` bits of whole bytes, i.e. 36 characters, version 2
+        and a positive LastUpdated; null for a null core) and each field as an
+        integer (null where ``valid`` is null).
+    """
+    values = {name: bits.field(list(words), offset, length) for name, (offset, length) in TC_FIELDS.items()}
+    length = F.length(core)
+    valid = (
+        core.rlike(_BASE64URL)
+        & (length % 4 != 1)
+        & (F.floor(length * 6 / 8) * 8 >= TC_CORE_BITS)
+        & (values["version"] == _SUPPORTED_VERSION)
+        & (values["last_updated"] > 0)
+    )
+    return valid, values
+
+
 def tc_fields(tc_string: Column | str) -> Column:
     """Decodes TC strings into a struct of core-segment fields.
 
@@ -108,18 +145,15 @@ def tc_fields(tc_string: Column | str) -> Column:
     ``tcf_policy_version``, ``purposes_consent`` and ``purposes_li_transparency``
     (24-bit integers; TCF purpose ``i`` is bit ``24 - i``). A null input gives
     ``valid`` null; an invalid one gives ``valid`` false and null fields.
+
+    Only the first :data:`TC_CORE_CHARS` characters of the core segment are
+    decoded (to bytes once, read as :data:`TC_WORDS` 60-bit integers; each field
+    is a shift and a mask of them): the vendor sections after them are not read.
     """
     raw = _col(tc_string)
-    binary = tc_core_binary(raw)
-    core_hex = F.hex(binary)
-    long_enough = F.octet_length(binary) * 8 >= TC_CORE_BITS
-    values = {name: tc_field(core_hex, o, n) for name, (o, n) in TC_FIELDS.items()}
-    valid = (
-        binary.isNotNull()
-        & long_enough
-        & (values["version"] == _SUPPORTED_VERSION)
-        & (values["last_updated"] > 0)
-    )
+    core = F.substring_index(F.trim(raw), ".", 1)  # not split_part: it compiles a regex per call
+    hex_text = bits.base64url_hex(core, TC_CORE_CHARS)
+    valid, values = tc_core_values(core, [bits.hex_word(hex_text, w) for w in range(TC_WORDS)])
     valid = F.when(raw.isNull(), F.lit(None).cast("boolean")).otherwise(F.coalesce(valid, F.lit(False)))
 
     def when_valid(value: Column) -> Column:
