@@ -7,13 +7,16 @@ users, a long tail); each (user, purpose) changes its mind every 20-200 days,
 so a few percent of the events are real changes. Daily batches of history, a
 new day compacted after 10, 30 and 90 days.
 
-(a) incremental compaction of the new day vs a full rebuild, at 31 and 91 days, ratio;
+(a) incremental compaction of a new day vs a full rebuild, at 33 and 93 days, ratio;
 (b) incremental compaction of one day after 30 and after 90 days vs after 10 days, ratio;
 (c) decoding TC strings: a Python UDF with iab-tcf vs native expressions, ratio;
 (floor) the least an incremental run must do, as plain Spark jobs on the same
     new day (read its events once through the change feed, reduce them per
     user, join the touched users' state rows, write the changed rows as
     Parquet), timed just before the incremental run; the run over the floor, ratio.
+
+Each point of (a), (b) and (floor) is the median of three runs: three new days,
+each appended then compacted (and three full rebuilds of the same history).
 
 (c) runs a Python UDF whose workers import iab_tcf: run.py points
 ``PYSPARK_PYTHON`` at its own interpreter (the project's virtualenv).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import statistics
 import time
 from pathlib import Path
 
@@ -36,8 +40,11 @@ from ketch_spark.consent.sources import append_events
 from ketch_spark.consent.tcf import tc_fields
 from ketch_spark.datagen import org_ids
 from ketch_spark.tables import read_table, table_path, table_version
+from timing import RunTiming
 
 START = dt.date(2026, 10, 1)
+#: New days compacted at each history length (and full rebuilds of each history): figures are their medians.
+DAYS_PER_POINT = 3
 _SOURCES = ("js_tag", "ios_sdk", "android_sdk", "api")
 
 
@@ -173,8 +180,9 @@ def _why_a(late_seconds: float, late_result, full_seconds: float, full_result, d
         f"Where the incremental run's time goes ({days} days): of its {late_seconds:.1f} s, {commit:.1f} s is the Delta"
         f" MERGE of {late_result.users_changed:,} changed rows into a {full_result.users_changed:,}-row state (three"
         " passes over the state: find the touched files, write the changed rows, write the deletion vectors; at this"
-        " size each is bound by per-job fixed costs, not data) and the rest reads the day's Change Data Feed, reduces"
-        " it to one row per user and joins the state. The rebuild is one hash aggregate over"
+        " size each is bound by per-job fixed costs, not data); the other steps are in the note above. The floor"
+        " computes and writes the same rows without a commit, so the MERGE alone costs about the floor again. The"
+        " rebuild is one hash aggregate over"
         f" {full_result.events_read:,} events plus an overwrite ({full_seconds:.1f} s, ~{per_day:.2f} s per day of"
         " history). The incremental run does not grow with the history (b) while the rebuild grows linearly, so at"
         f" this event rate (a) reaches 10 at about {10 * late_seconds / per_day:.0f} days of history (a linear"
@@ -182,13 +190,53 @@ def _why_a(late_seconds: float, late_result, full_seconds: float, full_result, d
     )
 
 
+#: Steps of an incremental run timed by the step clock (see the notes).
+_COMPACT_STEPS = (
+    ("ketch_spark.consent.compact", "_applied", "applied version (Delta log)"),
+    ("ketch_spark.consent.compact", "_incremental_rows", "change feed read, reduced, joined to the state, checkpointed"),
+    ("ketch_spark.consent.compact", "_counts", "counts and key-set size changes"),
+    ("ketch_spark.consent.compact", "recorded_state", "sizes recorded by the last commit (history)"),
+    ("ketch_spark.consent.compact", "_merge_changes", "MERGE"),
+    ("ketch_spark.consent.compact", "_compact_state_files", "OPTIMIZE check"),
+)
+
+
 def _compact_new_day(spark: SparkSession, cfg: KetchConfig, day: int, n_users: int, events_per_day: int,
-                     workdir: Path) -> dict:
-    """Appends ``day``, measures the floor, then the incremental run that applies it."""
+                     workdir: Path, timing: RunTiming | None = None) -> dict:
+    """Appends ``day``, measures the floor, then the incremental run that applies it (under ``timing``'s clock)."""
     _append_day(spark, cfg, day, n_users, events_per_day)
     floor = _floor_seconds(spark, cfg, workdir / f"floor-{day}")
-    seconds, result = _timed(lambda: compact_consent(spark, cfg))
+    run = (lambda: compact_consent(spark, cfg)) if timing is None else (lambda: timing.run(lambda: compact_consent(spark, cfg)))
+    seconds, result = _timed(run)
     return {"seconds": seconds, "result": result, "floor": floor}
+
+
+def _compact_new_days(spark: SparkSession, cfg: KetchConfig, first_day: int, n_users: int, events_per_day: int,
+                      workdir: Path) -> dict:
+    """:data:`DAYS_PER_POINT` new days, each appended and compacted: medians of their runs.
+
+    ``result`` is the run of the median time; ``over_floor`` the median of the
+    per-day ratios (each day's run over the floor measured just before it);
+    ``steps`` the seconds of each step, mean per run.
+    """
+    timing = RunTiming(_COMPACT_STEPS)
+    runs = [_compact_new_day(spark, cfg, day, n_users, events_per_day, workdir, timing)
+            for day in range(first_day, first_day + DAYS_PER_POINT)]
+    middle = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    return {
+        "steps": timing.clock.describe(timing.total, runs=len(runs)),
+        "seconds": middle["seconds"],
+        "result": middle["result"],
+        "floor": statistics.median(r["floor"] for r in runs),
+        "over_floor": statistics.median(r["seconds"] / r["floor"] for r in runs),
+        "all": [round(r["seconds"], 2) for r in runs],
+    }
+
+
+def _full_rebuilds(spark: SparkSession, cfg: KetchConfig) -> tuple[float, object]:
+    """Median seconds of :data:`DAYS_PER_POINT` full rebuilds of the same history, and the last one's result."""
+    runs = [_timed(lambda: compact_consent(spark, cfg, full=True)) for _ in range(DAYS_PER_POINT)]
+    return statistics.median(seconds for seconds, _ in runs), runs[-1][1]
 
 
 def _append_days(spark: SparkSession, cfg: KetchConfig, days: range, n_users: int, events_per_day: int) -> None:
@@ -207,51 +255,57 @@ def run(spark: SparkSession, cfg: KetchConfig, workdir: Path, quick: bool) -> di
     _append_days(spark, cfg, range(early - 1), n_users, events_per_day)
     # warm-up: the first incremental run (and the floor's jobs) also pay Spark's code generation
     _compact_new_day(spark, cfg, early - 1, n_users, events_per_day, workdir)
-    runs = {early: _compact_new_day(spark, cfg, early, n_users, events_per_day, workdir)}
-    fulls = {}
-    for start, end in ((early + 1, mid), (mid + 1, late)):
+    runs = {early: _compact_new_days(spark, cfg, early, n_users, events_per_day, workdir)}
+    fulls, history = {}, {}
+    for start, end in ((early + DAYS_PER_POINT, mid), (mid + DAYS_PER_POINT, late)):
         _append_days(spark, cfg, range(start, end), n_users, events_per_day)
-        runs[end] = _compact_new_day(spark, cfg, end, n_users, events_per_day, workdir)
-        fulls[end] = _timed(lambda: compact_consent(spark, cfg, full=True))
+        runs[end] = _compact_new_days(spark, cfg, end, n_users, events_per_day, workdir)
+        history[end] = end + DAYS_PER_POINT
+        fulls[end] = _full_rebuilds(spark, cfg)
     native_seconds, udf_seconds = _decode_benchmark(spark, n_strings)
     figures: dict[str, object] = {}
     for days in (mid, late):
-        figures[f"a_full_over_incremental_{days + 1}_days"] = round(fulls[days][0] / runs[days]["seconds"], 3)
+        figures[f"a_full_over_incremental_{history[days]}_days"] = round(fulls[days][0] / runs[days]["seconds"], 3)
     for days in (mid, late):
         figures[f"b_incremental_after_{days}_over_after_{early}_days"] = round(runs[days]["seconds"] / runs[early]["seconds"], 3)
     for days in (early, mid, late):
-        figures[f"incremental_over_floor_after_{days}_days"] = round(runs[days]["seconds"] / runs[days]["floor"], 3)
+        figures[f"incremental_over_floor_after_{days}_days"] = round(runs[days]["over_floor"], 3)
     figures["c_tc_decode_udf_over_native"] = round(udf_seconds / native_seconds, 3)
     for days in (early, mid, late):
         figures[f"incremental_seconds_after_{days}_days"] = round(runs[days]["seconds"], 2)
         figures[f"incremental_merge_seconds_after_{days}_days"] = round(runs[days]["result"].commit_seconds, 2)
         figures[f"floor_seconds_after_{days}_days"] = round(runs[days]["floor"], 2)
     for days in (mid, late):
-        figures[f"full_seconds_{days + 1}_days"] = round(fulls[days][0], 2)
+        figures[f"full_seconds_{history[days]}_days"] = round(fulls[days][0], 2)
     figures["tc_native_seconds"] = round(native_seconds, 2)
     figures["tc_udf_seconds"] = round(udf_seconds, 2)
     notes = [
-        f"{n_users:,} users, {events_per_day:,} event rows a day (a full signature per hit), history up to {late} days"
-        f" + 1, compacted every 10 days; {n_strings:,} TC strings (1,000 distinct) for (c).",
+        f"{n_users:,} users, {events_per_day:,} event rows a day (a full signature per hit), history up to"
+        f" {history[late]} days, compacted every 10 days; {n_strings:,} TC strings (1,000 distinct) for (c).",
     ]
     for days in (early, mid, late):
         r = runs[days]["result"]
         notes.append(
-            f"new day after {days} days: {r.events_read:,} events, {r.users_touched:,} users touched,"
+            f"new days after {days} days ({DAYS_PER_POINT} days, each appended then compacted: {runs[days]['all']} s;"
+            f" the median's run): {r.events_read:,} events, {r.users_touched:,} users touched,"
             f" {r.users_changed:,} state rows written ({r.users_changed / max(1, r.users_touched):.0%}: a repeat with a"
-            " later event_ts moves purpose_ts, so it is a change of the row)."
+            " later event_ts moves purpose_ts, so it is a change of the row); seconds per step, mean per run:"
+            f" {runs[days]['steps']}."
         )
     for days in (mid, late):
-        notes.append(f"full rebuild at {days + 1} days read {fulls[days][1].events_read:,} events into {fulls[days][1].users_changed:,} rows.")
+        notes.append(f"full rebuild at {history[days]} days (median of {DAYS_PER_POINT}) read"
+                     f" {fulls[days][1].events_read:,} events into {fulls[days][1].users_changed:,} rows.")
     notes += [
-        "Single timings on a shared 2-core machine (compaction cannot be repeated on the same batch: it is idempotent);"
-        " the timed runs come after an untimed incremental run, so none pays Spark's first code generation.",
-        _why_a(runs[late]["seconds"], runs[late]["result"], fulls[late][0], fulls[late][1], late + 1),
+        f"Each figure is the median of {DAYS_PER_POINT} runs on a shared 2-core machine (compaction cannot be repeated"
+        " on the same batch, it is idempotent: each run applies a new day); the floor ratio is the median of each"
+        " day's run over the floor measured just before it. The timed runs come after an untimed incremental run,"
+        " so none pays Spark's first code generation.",
+        _why_a(runs[late]["seconds"], runs[late]["result"], fulls[late][0], fulls[late][1], history[late]),
     ]
     return {
         "figures": figures,
         "targets": {
-            f"a_full_over_incremental_{late + 1}_days": ">= 10",
+            f"a_full_over_incremental_{history[late]}_days": ">= 10",
             f"b_incremental_after_{late}_over_after_{early}_days": "<= 1.3",
             f"b_incremental_after_{mid}_over_after_{early}_days": "<= 1.3",
             f"incremental_over_floor_after_{late}_days": "<= 1.5",
