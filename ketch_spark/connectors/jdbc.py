@@ -311,8 +311,10 @@ class JdbcConnector(Connector):
         finally:
             conn.close()
 
-    def _dialect(self, asset: Asset) -> Dialect:
-        return DIALECTS[self.source_for(asset.properties["url"])[0].dialect]
+    @staticmethod
+    def _dialect(asset: Asset) -> Dialect:
+        """The SQL dialect of the asset's database, from its URL's scheme."""
+        return DIALECTS[parse_jdbc_uri(asset.properties["url"]).dialect]
 
     def _stage_matches(self, conn: Any, table: PgTable, asset: Asset, batch: list[Any]) -> _Staged:
         """Fills the temporary match table (row id, request id) from ``batch`` (collected identities)."""
