@@ -167,14 +167,12 @@ def test_reading_forty_characters_equals_decoding_the_whole_core(spark):
     strings = IAB_EXAMPLES + _generated(40, seed=3)
     corpus = sorted(set(_mutated(strings, 3000) + strings + INVALID))
     df = spark.createDataFrame([(s,) for s in corpus] + [(None,)], "tc_string string")
-    names = ["valid", *TC_FIELDS]
     got = df.select("tc_string", tc_fields("tc_string").alias("tc"), _whole_core_decode("tc_string").alias("whole"))
-    mismatches = got.where(" OR ".join(f"NOT (tc.{n} <=> whole.{n})" for n in ("valid", "version", "cmp_id",
-                                                                              "vendor_list_version", "purposes_consent",
-                                                                              "purposes_li_transparency")))
-    mismatches = mismatches.union(got.where(
-        "NOT (tc.created <=> timestamp_millis(whole.created * 100)) OR NOT (tc.last_updated <=> timestamp_millis(whole.last_updated * 100))"
-    )).collect()
+    same_ints = " AND ".join(f"tc.{name} <=> whole.{name}" for name in
+                             ("valid", "version", "cmp_id", "vendor_list_version", "tcf_policy_version",
+                              "purposes_consent", "purposes_li_transparency"))
+    same_times = " AND ".join(f"tc.{name} <=> timestamp_millis(whole.{name} * 100)" for name in ("created", "last_updated"))
+    mismatches = got.where(f"NOT ({same_ints} AND {same_times})").collect()
     assert mismatches == [], mismatches[:5]
-    counts = got.groupBy("tc.valid").count().collect()
-    assert {r["valid"]: r["count"] for r in counts}.keys() == {True, False, None} and len(names) == 9
+    verdicts = {r["valid"]: r["count"] for r in got.groupBy("tc.valid").count().collect()}
+    assert verdicts[True] > 100 and verdicts[False] > 100 and verdicts[None] == 1, verdicts
