@@ -2,9 +2,11 @@
 
 A TC string's core segment (the part before the first ``.``) is base64url
 without padding. It is decoded here with column expressions only, no Python
-UDF: base64url -> binary (``try_to_binary``) -> hex -> the fields at their fixed
-bit offsets (see :data:`TC_FIELDS`), each read from the few hex digits that
-cover it with ``conv`` and a shift and a mask.
+UDF: its first :data:`TC_CORE_CHARS` characters (every field read ends before
+them) -> bytes (``unbase64``) -> hex -> :data:`TC_WORDS` 60-bit integers
+(``conv``), and each field at its fixed bit offset (see :data:`TC_FIELDS`) is a
+shift and a mask of them (:func:`tc_core_values`). :func:`tc_core_binary` and
+:func:`tc_field` read the whole core and one field from its hex digits instead.
 
 How a decoded string becomes consent choices (one per of our purposes that the
 policy's ``tcf.purposes`` mapping feeds; retired purposes are skipped):
