@@ -1,4 +1,4 @@
-"""Bit readers for GPP strings: base64url text to integers, and the header's Fibonacci-coded section ids.
+"""Bit readers for GPP and TC strings: base64url text to integers, and the GPP header's Fibonacci-coded section ids.
 
 Base64url text is decoded to bytes once (``unbase64`` after mapping ``-_`` to
 ``+/`` and padding with ``A``, zero bits), the bytes written as hex, and hex
