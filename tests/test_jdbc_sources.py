@@ -46,7 +46,8 @@ def test_a_source_is_named_only_by_its_own_dialect_server_and_database() -> None
     assert (pg.dialect, pg.port, rs.dialect, rs.port) == ("postgresql", 5439, "redshift", 5439)
     redshift_uri = parse_jdbc_uri("jdbc:redshift://db/dev/public.users")
     assert rs.named_by(redshift_uri) and not pg.named_by(redshift_uri)
-    assert pg.named_by(parse_jdbc_uri("postgresql://db:5439/dev")) and not pg.named_by(parse_jdbc_uri("jdbc:postgresql://db/dev"))
+    assert pg.named_by(parse_jdbc_uri("postgresql://db:5439/dev"))
+    assert not pg.named_by(parse_jdbc_uri("jdbc:postgresql://db/dev"))  # port 5432
     assert rs.spark_url == "jdbc:postgresql://db:5439/dev" and rs.url == "jdbc:redshift://db:5439/dev"
 
 

@@ -171,7 +171,8 @@ def test_reading_forty_characters_equals_decoding_the_whole_core(spark):
     same_ints = " AND ".join(f"tc.{name} <=> whole.{name}" for name in
                              ("valid", "version", "cmp_id", "vendor_list_version", "tcf_policy_version",
                               "purposes_consent", "purposes_li_transparency"))
-    same_times = " AND ".join(f"tc.{name} <=> timestamp_millis(whole.{name} * 100)" for name in ("created", "last_updated"))
+    same_times = " AND ".join(f"tc.{name} <=> timestamp_millis(whole.{name} * 100)"
+                              for name in ("created", "last_updated"))
     mismatches = got.where(f"NOT ({same_ints} AND {same_times})").collect()
     assert mismatches == [], mismatches[:5]
     verdicts = {r["valid"]: r["count"] for r in got.groupBy("tc.valid").count().collect()}
