@@ -359,11 +359,10 @@ class JdbcConnector(Connector):
             by_request = conn.execute(f"SELECT request_id, count(*) FROM {MATCHES_TABLE} GROUP BY request_id")
             matched = conn.execute(f"SELECT count(DISTINCT row_id) FROM {MATCHES_TABLE}")
         else:
-            _, condition = staged.matched()
+            distinct_ids, condition = staged.matched()
             by_request = conn.execute(f"SELECT m.request_id, count(*) FROM {table.sql} t JOIN {MATCHES_TABLE} m "
                                       f"ON {condition} GROUP BY m.request_id")
-            matched = conn.execute(f"SELECT count(*) FROM {table.sql} t JOIN "
-                                   f"(SELECT DISTINCT row_id FROM {MATCHES_TABLE}) m ON {condition}")
+            matched = conn.execute(f"SELECT count(*) FROM {table.sql} t JOIN {distinct_ids} ON {condition}")
         return {rid: int(n) for rid, n in by_request.fetchall()}, int(matched.fetchone()[0])
 
     def find(self, asset: Asset, identities_df: DataFrame) -> DataFrame:

@@ -84,13 +84,18 @@ def _col(col: Column | str) -> Column:
     return F.col(col) if isinstance(col, str) else col
 
 
+def _core_segment(tc_string: Column) -> Column:
+    """The text before the first ``.`` of a (space-trimmed) TC string."""
+    return F.substring_index(F.trim(tc_string), ".", 1)  # not split_part: it compiles a regex per call
+
+
 def tc_core_binary(tc_string: Column | str) -> Column:
     """The core segment of a TC string as binary; null when it is not valid base64url.
 
     Args:
         tc_string: A string column holding TC strings.
     """
-    core = F.substring_index(F.trim(_col(tc_string)), ".", 1)  # not split_part: it compiles a regex per call
+    core = _core_segment(_col(tc_string))
     well_formed = core.rlike(_BASE64URL) & (F.length(core) % 4 != 1)
     standard = F.translate(core, "-_", "+/")
     padded = F.concat(standard, F.repeat(F.lit("="), (F.lit(4) - F.length(standard) % 4) % 4))
@@ -153,7 +158,7 @@ def tc_fields(tc_string: Column | str) -> Column:
     is a shift and a mask of them): the vendor sections after them are not read.
     """
     raw = _col(tc_string)
-    core = F.substring_index(F.trim(raw), ".", 1)  # not split_part: it compiles a regex per call
+    core = _core_segment(raw)
     hex_text = bits.base64url_hex(core, TC_CORE_CHARS)
     valid, values = tc_core_values(core, [bits.hex_word(hex_text, w) for w in range(TC_WORDS)])
     valid = F.when(raw.isNull(), F.lit(None).cast("boolean")).otherwise(F.coalesce(valid, F.lit(False)))

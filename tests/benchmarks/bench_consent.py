@@ -206,8 +206,10 @@ def _compact_new_day(spark: SparkSession, cfg: KetchConfig, day: int, n_users: i
     """Appends ``day``, measures the floor, then the incremental run that applies it (under ``timing``'s clock)."""
     _append_day(spark, cfg, day, n_users, events_per_day)
     floor = _floor_seconds(spark, cfg, workdir / f"floor-{day}")
-    run = (lambda: compact_consent(spark, cfg)) if timing is None else (lambda: timing.run(lambda: compact_consent(spark, cfg)))
-    seconds, result = _timed(run)
+    def compact() -> object:
+        return compact_consent(spark, cfg)
+
+    seconds, result = _timed(compact if timing is None else lambda: timing.run(compact))
     return {"seconds": seconds, "result": result, "floor": floor}
 
 
